@@ -1,0 +1,43 @@
+"""boto3 clients built from settings: one place for region, endpoint override and retries.
+
+Locally ``OFFLOAD_AWS_ENDPOINT_URL`` points every client at moto's server; in AWS it is
+unset and boto3 uses the real endpoints. boto3 is imported here, on first use, so that
+importing ``shared`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shared.config import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_ses import SESClient
+
+
+def _client(service: str, settings: Settings) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        region_name=settings.aws_region,
+        # "standard" retries throttling and 5xx with backoff; job-level retries sit on top.
+        retries={"max_attempts": 4, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=32,
+        s3={"addressing_style": "path"} if settings.aws_endpoint_url else None,
+        signature_version="s3v4" if service == "s3" else None,
+    )
+    return boto3.session.Session().client(
+        service, endpoint_url=settings.aws_endpoint_url or None, config=config
+    )
+
+
+def s3_client(settings: Settings) -> S3Client:
+    return _client("s3", settings)  # type: ignore[no-any-return]
+
+
+def ses_client(settings: Settings) -> SESClient:
+    return _client("ses", settings)  # type: ignore[no-any-return]

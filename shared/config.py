@@ -1,0 +1,88 @@
+"""One validated settings object for every part of Offload (prefix ``OFFLOAD_``).
+
+Defaults work on one machine (``offload dev``); outside development the validator refuses
+the unsafe ones, so a deployment that forgot to set the signing secret fails at start-up
+instead of running with a key that is printed in this file.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SIGNING_SECRET = "offload-dev-signing-secret-not-for-production"
+
+
+class Settings(BaseSettings):
+    """Every tunable of Offload; read from ``OFFLOAD_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="OFFLOAD_", extra="ignore", frozen=True)
+
+    env: Literal["development", "test", "production"] = "development"
+
+    # Queue (Streaq on Redis/Valkey)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "offload"
+    signing_secret: SecretStr = SecretStr(DEV_SIGNING_SECRET)
+    priorities: tuple[str, ...] = ("low", "normal", "high")
+    result_retention_seconds: int = Field(default=24 * 3600, ge=60)
+    dead_letter_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
+    # Worker
+    worker_concurrency: int = Field(default=16, ge=1)
+    worker_grace_period_seconds: int = Field(default=30, ge=0)
+    # How long a running job may go without its worker's heartbeat before another worker
+    # reclaims it. Shorter: faster recovery after a crash; longer: fewer duplicate runs
+    # when a worker is merely slow (a blocked event loop looks like a dead worker).
+    worker_idle_timeout_seconds: float = Field(default=60.0, gt=1)
+    # Redis socket timeouts: a connection that stops answering without closing is noticed
+    # after this long instead of hanging forever.
+    redis_socket_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # AWS (an endpoint override points boto3 at moto's server locally)
+    aws_region: str = "eu-west-1"
+    aws_endpoint_url: str | None = None
+    uploads_bucket: str = "offload-uploads-local"
+    results_bucket: str = "offload-results-local"
+    ses_sender: str = "no-reply@offload.example.com"
+
+    # MongoDB (beanie). Empty: the in-memory stand-in (development and tests only).
+    mongodb_uri: str = ""
+    mongodb_database: str = "offload"
+
+    # Uploads and images
+    upload_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    upload_url_expiry_seconds: int = Field(default=300, ge=10, le=3600)
+    image_max_pixels: int = Field(default=50_000_000, ge=1)
+    image_max_side: int = Field(default=2048, ge=16)
+    image_thumbnail_side: int = Field(default=256, ge=16)
+
+    # API
+    api_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    api_max_wait_seconds: int = Field(default=20, ge=0, le=29)
+
+    # fetch_external_data: hosts a job may fetch from ("*.example.com" allowed).
+    fetch_allowed_hosts: tuple[str, ...] = ()
+    fetch_timeout_seconds: float = Field(default=10.0, gt=0)
+    fetch_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Self:
+        if self.env == "production":
+            if self.signing_secret.get_secret_value() == DEV_SIGNING_SECRET:
+                raise ValueError("OFFLOAD_SIGNING_SECRET must be set outside development")
+            if len(self.signing_secret.get_secret_value()) < 32:
+                raise ValueError("OFFLOAD_SIGNING_SECRET must be at least 32 characters")
+            if not self.mongodb_uri:
+                raise ValueError("OFFLOAD_MONGODB_URI must be set outside development")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

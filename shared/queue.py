@@ -1,0 +1,599 @@
+"""The queue client: enqueue catalogue jobs by name, read their status, abort, retry.
+
+It wraps a client-only Streaq ``Worker`` (same queue name, serializer, signing secret and
+priorities as the workers, built by :func:`make_streaq`) so that ``functions/`` can enqueue
+without importing task code. Beside Streaq's own keys it keeps, per job, a small metadata
+hash (owner, name, payload, correlation id) that makes ownership checks, idempotency keys,
+deterministic ids and dead letters work without MongoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from streaq import Worker
+from streaq.task import TaskStatus
+from streaq.types import StreaqCancelled
+
+from shared.config import Settings
+from shared.errors import Conflict, NotFound, QueueUnavailable
+from shared.jobs import CATALOGUE, JobSpec
+
+JobState = Literal[
+    "queued", "scheduled", "running", "done", "failed", "aborted", "expired", "unknown"
+]
+FINISHED: frozenset[str] = frozenset({"done", "failed", "aborted"})
+T = TypeVar("T")
+
+
+def make_streaq(settings: Settings, **worker_kwargs: Any) -> Worker[Any]:
+    """A Streaq ``Worker`` wired exactly as every Offload process must agree on.
+
+    Clients (Lambdas, the CLI) and workers differ only in ``worker_kwargs``
+    (concurrency, lifespan, grace period); queue name, priorities, serializer and signing
+    secret come from settings so a job enqueued by one is readable by the other.
+    """
+    redis_kwargs: dict[str, Any] = {"connect_timeout": settings.redis_socket_timeout_seconds}
+    redis_kwargs.update(worker_kwargs.pop("redis_kwargs", {}))
+    return Worker(
+        redis_url=settings.redis_url,
+        queue_name=settings.queue_name,
+        priorities=list(settings.priorities),
+        signing_secret=settings.signing_secret.get_secret_value(),
+        idle_timeout=settings.worker_idle_timeout_seconds,
+        redis_kwargs=redis_kwargs,
+        **worker_kwargs,
+    )
+
+
+def deterministic_job_id(*parts: str) -> str:
+    """A job id derived from ``parts``: the same parts always name the same job."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return uuid.UUID(bytes=digest[:16], version=4).hex
+
+
+def now_ms() -> int:
+    return round(time.time() * 1000)
+
+
+class Keys:
+    """Offload's own Redis keys, beside Streaq's ``streaq:{queue}:*``."""
+
+    def __init__(self, queue_name: str) -> None:
+        self.prefix = f"offload:{queue_name}:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def dead_index(self, owner: str) -> str:
+        return f"{self.prefix}dead:{owner}"
+
+    def dead_letter(self, job_id: str) -> str:
+        return f"{self.prefix}deadletter:{job_id}"
+
+
+@dataclass(frozen=True)
+class EnqueuedJob:
+    """What an enqueue returns: the id, and whether this call created the job."""
+
+    id: str
+    name: str
+    status: JobState
+    created: bool
+    steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobView:
+    """Everything a caller may know about one of their jobs."""
+
+    id: str
+    name: str
+    status: JobState
+    tries: int
+    enqueued_at: datetime | None
+    scheduled_for: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: Any = None
+    error: dict[str, str] | None = None
+    steps: tuple[str, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A job that failed for good: enough to show it and to enqueue it again."""
+
+    id: str
+    name: str
+    owner: str
+    payload: dict[str, Any]
+    error_type: str
+    error: str
+    tries: int
+    failed_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The autoscaling signal's inputs, read in one pass."""
+
+    queued: int
+    due_scheduled: int
+    scheduled: int
+    running: int
+    workers: int
+    oldest_age_seconds: float
+
+    @property
+    def depth(self) -> int:
+        return self.queued + self.due_scheduled
+
+
+def _ms_to_dt(value: Any) -> datetime | None:
+    if value in (None, "", 0, "0"):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def _describe_error(exc: BaseException) -> dict[str, str]:
+    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class JobQueue:
+    """Enqueue and inspect Offload jobs. Enter with ``async with`` (or :meth:`connect`).
+
+    One instance per process; it stays connected across calls. ``functions/`` keeps one per
+    Lambda container on a persistent event loop (see :mod:`shared.aio`).
+    """
+
+    settings: Settings
+    _streaq: Worker[Any] = field(init=False)
+    _stack: AsyncExitStack | None = field(init=False, default=None)
+    _holder: asyncio.Task[None] | None = field(init=False, default=None)
+    _stop: asyncio.Event | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._streaq = make_streaq(
+            self.settings,
+            handle_signals=False,
+            redis_kwargs={"stream_timeout": self.settings.redis_socket_timeout_seconds},
+        )
+        self.keys = Keys(self.settings.queue_name)
+
+    # --- connection --------------------------------------------------------------------
+
+    async def __aenter__(self) -> JobQueue:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def connect(self) -> None:
+        """Connect (idempotent). A holder task keeps Streaq's client context open, so the
+        connection pool outlives the call that opened it (warm Lambda invocations)."""
+        if self._holder is not None and not self._holder.done():
+            return
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._stop = asyncio.Event()
+        self._holder = asyncio.create_task(self._hold(ready, self._stop))
+        try:
+            await ready
+        except BaseException as exc:
+            self._holder = None
+            raise QueueUnavailable(f"cannot connect to Redis: {exc}") from exc
+
+    async def _hold(self, ready: asyncio.Future[None], stop: asyncio.Event) -> None:
+        try:
+            async with self._streaq:
+                ready.set_result(None)
+                await stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            elif not isinstance(exc, asyncio.CancelledError):
+                return  # the pool died; the next call reconnects
+            raise
+
+    async def aclose(self) -> None:
+        if self._holder is None:
+            return
+        holder, self._holder = self._holder, None
+        if self._stop is not None:
+            self._stop.set()
+        try:
+            await asyncio.wait_for(holder, timeout=5)
+        except (TimeoutError, Exception):
+            holder.cancel()
+
+    async def reset(self) -> None:
+        """Drop the connection (after a SnapStart restore, or a Redis failover)."""
+        await self.aclose()
+        self._streaq = make_streaq(
+            self.settings,
+            handle_signals=False,
+            redis_kwargs={"stream_timeout": self.settings.redis_socket_timeout_seconds},
+        )
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` against Redis; connection faults become :class:`QueueUnavailable`."""
+        from coredis.exceptions import ConnectionError as RedisConnectionError
+
+        await self.connect()
+        try:
+            return await fn()
+        except (RedisConnectionError, OSError, TimeoutError) as exc:
+            await self.reset()
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    @property
+    def streaq(self) -> Worker[Any]:
+        return self._streaq
+
+    @property
+    def redis(self) -> Any:
+        return self._streaq.redis
+
+    async def ping(self) -> bool:
+        return bool(await self._call(lambda: self.redis.ping()))
+
+    # --- enqueue -----------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        name: str,
+        payload: dict[str, Any],
+        *,
+        owner: str,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        delay_seconds: float | None = None,
+        run_at: datetime | None = None,
+        priority: str | None = None,
+        correlation_id: str | None = None,
+    ) -> EnqueuedJob:
+        """Validate ``payload`` against the catalogue and enqueue job ``name`` for ``owner``.
+
+        The same ``job_id`` (or the same ``idempotency_key`` from the same owner) while the
+        job is remembered returns the existing job instead of creating a second one; the
+        same key with a different payload is a :class:`Conflict`.
+        """
+        spec = CATALOGUE.get(name)
+        if spec is None:
+            raise NotFound(f"unknown job {name!r}")
+        data = spec.validate(payload).model_dump(mode="json")
+        if idempotency_key is not None:
+            job_id = deterministic_job_id("idempotency", owner, idempotency_key)
+        job_id = job_id or uuid.uuid4().hex
+        prio = priority or spec.priority
+        if prio not in self.settings.priorities:
+            raise ValueError(f"priority must be one of {self.settings.priorities}")
+        if delay_seconds and run_at:
+            raise ValueError("give delay_seconds or run_at, not both")
+        return await self._call(
+            lambda: self._enqueue(
+                spec, data, owner, job_id, prio, delay_seconds, run_at, correlation_id
+            )
+        )
+
+    def _meta_ttl(self, spec: JobSpec, delay: float) -> int:
+        run_for = spec.timeout_seconds * spec.max_tries + spec.max_tries**2
+        keep = max(spec.result_ttl_seconds or self.settings.result_retention_seconds,
+                   self.settings.idempotency_ttl_seconds)
+        return int(delay) + run_for + keep + 60
+
+    async def _enqueue(
+        self,
+        spec: JobSpec,
+        data: dict[str, Any],
+        owner: str,
+        job_id: str,
+        priority: str,
+        delay_seconds: float | None,
+        run_at: datetime | None,
+        correlation_id: str | None,
+    ) -> EnqueuedJob:
+        delay = delay_seconds or 0.0
+        if run_at is not None:
+            delay = max(0.0, (run_at - datetime.now(UTC)).total_seconds())
+        step_ids: tuple[str, ...] = ()
+        if spec.is_pipeline:
+            step_ids = (*(f"{job_id}-{i}" for i in range(len(spec.steps) - 1)), job_id)
+        meta = {
+            "name": spec.name,
+            "owner": owner,
+            "created_ms": str(now_ms()),
+            "payload": json.dumps(data, sort_keys=True),
+            "digest": payload_digest(data),
+            "correlation_id": correlation_id or "",
+            "steps": ",".join(step_ids) if spec.is_pipeline else "",
+        }
+        ttl = self._meta_ttl(spec, delay)
+        created = await self.redis.set(
+            self.keys.job(job_id), json.dumps(meta), condition=_nx(), ex=ttl
+        )
+        if not created:
+            existing = await self._meta(job_id)
+            if existing is None or existing.get("owner") != owner:
+                raise Conflict("this job id is taken")
+            if existing.get("digest") != meta["digest"] or existing.get("name") != spec.name:
+                raise Conflict(
+                    "this Idempotency-Key was used with a different job or payload",
+                    {"job_id": job_id},
+                )
+            status = (await self.view(job_id, owner)).status
+            return EnqueuedJob(job_id, spec.name, status, created=False, steps=step_ids)
+        try:
+            if spec.is_pipeline:
+                await self._publish_pipeline(spec, data, owner, step_ids, meta, ttl, priority)
+            else:
+                task = self._streaq.enqueue_unsafe(spec.name, **data)
+                task.id = job_id
+                task.start(delay=_delay_arg(delay), priority=priority)
+                await task
+        except BaseException:
+            await self.redis.delete([self.keys.job(job_id)])
+            raise
+        status: JobState = "scheduled" if delay > 0 or spec.is_pipeline else "queued"
+        return EnqueuedJob(job_id, spec.name, status, created=True, steps=step_ids)
+
+    async def _publish_pipeline(
+        self,
+        spec: JobSpec,
+        data: dict[str, Any],
+        owner: str,
+        step_ids: tuple[str, ...],
+        meta: dict[str, str],
+        ttl: int,
+        priority: str,
+    ) -> None:
+        # Each step gets its own metadata (so its status, dead letter and retry belong to
+        # the owner) and is chained with Streaq's dependencies: a step is published only
+        # when the previous one finished, receiving its result as its input.
+        first, *rest = spec.steps
+        head = self._streaq.enqueue_unsafe(first, **data)
+        head.id = step_ids[0]
+        head.priority = priority
+        tail = head
+        for step_name, step_id in zip(rest, step_ids[1:], strict=True):
+            nxt = self._streaq.enqueue_unsafe(step_name)
+            tail = tail | nxt.parent
+            tail.id = step_id
+            tail.priority = priority
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for step_name, step_id in zip(spec.steps, step_ids, strict=True):
+                if step_id == step_ids[-1]:
+                    continue
+                step_meta = dict(meta, name=step_name, steps="", pipeline=step_ids[-1])
+                pipe.set(self.keys.job(step_id), json.dumps(step_meta), ex=ttl)
+        await tail
+
+    # --- read --------------------------------------------------------------------------
+
+    async def _meta(self, job_id: str) -> dict[str, str] | None:
+        raw = await self.redis.get(self.keys.job(job_id))
+        return json.loads(raw) if raw else None
+
+    async def owned_meta(self, job_id: str, owner: str) -> dict[str, str]:
+        """The job's metadata, or NotFound when it is unknown or someone else's."""
+        meta = await self._call(lambda: self._meta(job_id))
+        if meta is None or meta.get("owner") != owner:
+            raise NotFound(f"no job {job_id!r}")
+        return meta
+
+    async def view(self, job_id: str, owner: str) -> JobView:
+        """The caller's view of one of their jobs."""
+        meta = await self.owned_meta(job_id, owner)
+        return await self._call(lambda: self._view(job_id, meta))
+
+    async def _view(self, job_id: str, meta: dict[str, str]) -> JobView:
+        streaq = self._streaq
+        status = await streaq.status_by_id(job_id)
+        steps = tuple(s for s in meta.get("steps", "").split(",") if s)
+        base = {
+            "id": job_id,
+            "name": meta["name"],
+            "enqueued_at": _ms_to_dt(meta.get("created_ms")),
+            "steps": steps,
+        }
+        if status == TaskStatus.DONE:
+            raw = await streaq.redis.get(streaq.results_key + job_id)
+            if raw is None:  # expired between the two reads
+                return JobView(status="expired", tries=0, **base)
+            data = await streaq.deserialize(raw)
+            common = {
+                "tries": int(data.get("t") or 0),
+                "started_at": _ms_to_dt(data.get("st")),
+                "finished_at": _ms_to_dt(data.get("ft")),
+            }
+            if data["s"]:
+                return JobView(status="done", result=data["r"], **common, **base)
+            exc = data["r"]
+            state: JobState = "aborted" if isinstance(exc, StreaqCancelled) else "failed"
+            return JobView(status=state, error=_describe_error(exc), **common, **base)
+        if status == TaskStatus.NOT_FOUND:
+            return JobView(status="expired", tries=0, **base)
+        info = await streaq.info_by_id(job_id)
+        progress = await self.redis.hgetall(self.keys.job(job_id) + ":run")
+        return JobView(
+            status=str(status),  # type: ignore[arg-type]
+            tries=int(progress.get("tries") or (info.tries if info else 0)),
+            scheduled_for=info.scheduled if info else None,
+            started_at=_ms_to_dt(progress.get("started_ms")),
+            **base,
+        )
+
+    async def wait(self, job_id: str, owner: str, timeout: float) -> JobView:
+        """Long-poll: return once the job has finished or ``timeout`` seconds passed."""
+        view = await self.view(job_id, owner)
+        if view.finished or timeout <= 0 or view.status == "expired":
+            return view
+        try:
+            await self._call(lambda: self._streaq.result_by_id(job_id, timeout=timeout))
+        except TimeoutError:
+            pass
+        return await self.view(job_id, owner)
+
+    # --- abort / dead letters ------------------------------------------------------------
+
+    async def abort(self, job_id: str, owner: str, wait_seconds: float = 3.0) -> JobView:
+        """Abort a queued, scheduled or running job. Conflict when it already finished."""
+        view = await self.view(job_id, owner)
+        if view.finished or view.status == "expired":
+            raise Conflict(f"job {job_id} already finished ({view.status})")
+        await self._call(lambda: self._streaq.abort_by_id(job_id, timeout=wait_seconds))
+        return await self.view(job_id, owner)
+
+    async def dead_letters(self, owner: str, limit: int = 100) -> list[DeadLetter]:
+        """The owner's dead letters, newest first."""
+        return await self._call(lambda: self._dead_letters(owner, limit))
+
+    async def _dead_letters(self, owner: str, limit: int) -> list[DeadLetter]:
+        index = self.keys.dead_index(owner)
+        cutoff = now_ms() - self.settings.dead_letter_retention_seconds * 1000
+        await self.redis.zremrangebyscore(index, 0, cutoff)
+        ids = await self.redis.zrange(index, 0, limit - 1, rev=True)
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.keys.dead_letter(i) for i in ids])
+        return [_dead_letter_from_json(r) for r in raws if r]
+
+    async def retry_dead_letter(
+        self, job_id: str, owner: str, correlation_id: str | None = None
+    ) -> EnqueuedJob:
+        """Enqueue a dead letter again as a new job, and forget the dead letter."""
+        raw = await self._call(lambda: self.redis.get(self.keys.dead_letter(job_id)))
+        letter = _dead_letter_from_json(raw) if raw else None
+        if letter is None or letter.owner != owner:
+            raise NotFound(f"no dead letter {job_id!r}")
+        job = await self.enqueue(
+            letter.name, letter.payload, owner=owner, correlation_id=correlation_id
+        )
+
+        async def forget() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete([self.keys.dead_letter(job_id)])
+                pipe.zrem(self.keys.dead_index(owner), [job_id])
+
+        await self._call(forget)
+        return job
+
+    # --- metrics -----------------------------------------------------------------------
+
+    async def stats(self) -> QueueStats:
+        """Queue depth, running jobs, live workers and the oldest queued job's age."""
+        return await self._call(self._stats)
+
+    async def _stats(self) -> QueueStats:
+        streaq = self._streaq
+        redis = self.redis
+        now = now_ms()
+        queued = due = scheduled = 0
+        oldest = now
+        for prio in streaq.priorities:
+            stream = streaq.stream_key + prio
+            length = await redis.xlen(stream)
+            pending = 0
+            last_delivered = "0-0"
+            if length:
+                for group in await redis.xinfo_groups(stream):
+                    pending = int(group["pending"])
+                    last_delivered = str(group["last-delivered-id"])
+                first = await redis.xrange(stream, f"({last_delivered}", "+", count=1)
+                if first:
+                    oldest = min(oldest, int(first[0].field_values.get("enqueue_time") or now))
+            queued += max(0, length - pending)
+            delayed = streaq.queue_key + prio
+            scheduled += await redis.zcard(delayed)
+            due_now = await redis.zrange(delayed, 0, now, sortby=_byscore(), withscores=True)
+            due += len(due_now)
+            if due_now:
+                oldest = min(oldest, int(min(score for _, score in due_now)))
+        running = await redis.scard(streaq.prefix + ":index:running")
+        workers = 0
+        async for _ in redis.scan_iter(match=f"{streaq.prefix}:health:*", count=500):
+            workers += 1
+        return QueueStats(
+            queued=queued,
+            due_scheduled=due,
+            scheduled=scheduled - due,
+            running=running,
+            workers=workers,
+            oldest_age_seconds=max(0.0, (now - oldest) / 1000),
+        )
+
+
+async def record_dead_letter(redis: Any, keys: Keys, ttl: int, letter: DeadLetter) -> None:
+    """Remember a job that failed for good, for ``ttl`` seconds (Redis, not MongoDB)."""
+    body = json.dumps(
+        {
+            "id": letter.id,
+            "name": letter.name,
+            "owner": letter.owner,
+            "payload": letter.payload,
+            "error_type": letter.error_type,
+            "error": letter.error,
+            "tries": letter.tries,
+            "failed_ms": int(letter.failed_at.timestamp() * 1000),
+        },
+        default=str,
+    )
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(keys.dead_letter(letter.id), body, ex=ttl)
+        pipe.zadd(keys.dead_index(letter.owner), {letter.id: now_ms()})
+        pipe.expire(keys.dead_index(letter.owner), ttl)
+
+
+def _dead_letter_from_json(raw: str) -> DeadLetter:
+    data = json.loads(raw)
+    return DeadLetter(
+        id=data["id"],
+        name=data["name"],
+        owner=data["owner"],
+        payload=data["payload"],
+        error_type=data["error_type"],
+        error=data["error"],
+        tries=int(data["tries"]),
+        failed_at=datetime.fromtimestamp(data["failed_ms"] / 1000, tz=UTC),
+    )
+
+
+def _delay_arg(delay: float) -> int | None:
+    # Streaq takes whole seconds (or a timedelta); sub-second delays round up.
+    if delay <= 0:
+        return None
+    from datetime import timedelta
+
+    return timedelta(seconds=delay)  # type: ignore[return-value]
+
+
+def _nx() -> Any:
+    from coredis import PureToken
+
+    return PureToken.NX
+
+
+def _byscore() -> Any:
+    from coredis import PureToken
+
+    return PureToken.BYSCORE

@@ -1,0 +1,96 @@
+"""The Streaq worker: one task per catalogue entry, the shared retry policy, the lifespan.
+
+``worker.app:worker`` is what ``offload worker`` (and Streaq's own CLI / web UI) runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from streaq import Worker
+
+from shared.config import Settings, get_settings
+from shared.jobs import CATALOGUE, JobSpec
+from shared.queue import Keys, make_streaq
+from worker.context import WorkerContext, open_context
+from worker.policy import install_retry_policy
+
+# Streaq's own timeout is a backstop behind the policy's (which retries); it fires only
+# if a job ignores cancellation.
+STREAQ_TIMEOUT_MARGIN_SECONDS = 10
+
+
+def load_task_modules() -> dict[str, Callable[..., Coroutine[Any, Any, Any]]]:
+    """Import every module in ``worker.tasks`` so their ``@job`` decorators run."""
+    import worker.tasks as package
+    from worker.tasks.base import IMPLEMENTATIONS
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "base":
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    return IMPLEMENTATIONS
+
+
+def build_worker(settings: Settings, *, worker_id: str | None = None,
+                 concurrency: int | None = None) -> Worker[WorkerContext]:
+    """A worker for ``settings`` with every catalogue task registered."""
+    holder: dict[str, Worker[WorkerContext]] = {}
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[WorkerContext]:
+        async with open_context(settings, holder["worker"].redis) as ctx:
+            yield ctx
+
+    worker: Worker[WorkerContext] = make_streaq(
+        settings,
+        concurrency=concurrency or settings.worker_concurrency,
+        lifespan=lifespan,
+        grace_period=settings.worker_grace_period_seconds,
+        id=worker_id,
+    )
+    holder["worker"] = worker
+    implementations = load_task_modules()
+    missing = {n for n, s in CATALOGUE.items() if not s.is_pipeline} - implementations.keys()
+    if missing:
+        raise RuntimeError(f"catalogue jobs without an implementation: {sorted(missing)}")
+    for name, impl in implementations.items():
+        _register(worker, CATALOGUE[name], impl, settings)
+    install_retry_policy(
+        worker,
+        Keys(settings.queue_name),
+        settings.result_retention_seconds,
+        settings.dead_letter_retention_seconds,
+    )
+    return worker
+
+
+def _register(worker: Worker[WorkerContext], spec: JobSpec,
+              impl: Callable[..., Coroutine[Any, Any, Any]], settings: Settings) -> None:
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        # A pipeline step receives the previous step's result as its one positional arg.
+        payload = args[0] if args and not kwargs else kwargs
+        inp = spec.validate(payload)
+        return await impl(worker.context, inp)
+
+    run.__qualname__ = run.__name__ = spec.name
+    worker.task(
+        name=spec.name,
+        timeout=timedelta(seconds=spec.timeout_seconds + STREAQ_TIMEOUT_MARGIN_SECONDS),
+        # One delivery beyond max_tries, so a job whose worker died on its last try still
+        # reaches the policy (which dead-letters it) instead of Streaq's silent refusal.
+        max_tries=spec.max_tries + 1,
+        ttl=timedelta(seconds=spec.result_ttl_seconds or settings.result_retention_seconds),
+    )(run)
+
+
+def __getattr__(name: str) -> Any:
+    # ``worker.app:worker`` for Streaq's CLI and web UI, built on first access so that
+    # importing this module (tests, the catalogue check) does not read the environment.
+    if name == "worker":
+        return build_worker(get_settings())
+    raise AttributeError(name)

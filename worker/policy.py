@@ -1,0 +1,105 @@
+"""The retry policy every job shares, as one Streaq middleware.
+
+- ``PermanentJobError`` and invalid input fail at once, with their reason.
+- Anything else (throttling, network, timeouts, bugs) is retried with exponential backoff
+  and jitter until the job's ``max_tries``; then it fails for good.
+- A job that fails for good becomes a dead letter in Redis (name, payload, owner, error,
+  tries, time), listable and re-enqueueable through the API without MongoDB.
+- Each run records its try count and start time, and logs the request's correlation id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+from streaq import StreaqRetry, Worker
+
+from shared.errors import PermanentJobError
+from shared.jobs import CATALOGUE
+from shared.queue import DeadLetter, Keys, now_ms, record_dead_letter
+
+log = logging.getLogger("offload.worker")
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 300.0
+
+AsyncFn = Callable[..., Coroutine[Any, Any, Any]]
+
+
+def backoff_seconds(tries: int, *, base: float = BACKOFF_BASE_SECONDS,
+                    cap: float = BACKOFF_CAP_SECONDS) -> float:
+    """Delay before try ``tries + 1``: exponential, capped, with "equal jitter" (AWS
+    Architecture Blog): half fixed so retries never bunch at zero, half random so a
+    burst of failures does not retry in lockstep."""
+    ceiling = min(cap, base * 2 ** max(0, tries - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+
+
+def is_permanent(exc: BaseException) -> bool:
+    return isinstance(exc, PermanentJobError | ValidationError)
+
+
+def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int,
+                         dead_letter_ttl: int) -> None:
+    """Register the policy middleware on ``worker``."""
+
+    @worker.middleware
+    def retry_policy(fn: AsyncFn) -> AsyncFn:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            task = retry_policy.context
+            spec = CATALOGUE[task.fn_name]
+            redis = worker.redis
+            meta_raw = await redis.get(keys.job(task.task_id))
+            meta: dict[str, str] = json.loads(meta_raw) if meta_raw else {}
+            run_key = keys.job(task.task_id) + ":run"
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.hset(run_key, {"started_ms": str(now_ms()), "tries": str(task.tries)})
+                pipe.expire(run_key, retention_seconds)
+            log.info(
+                "job %s %s try %d/%d correlation_id=%s",
+                spec.name, task.task_id, task.tries, spec.max_tries,
+                meta.get("correlation_id") or "-",
+            )
+            try:
+                with anyio.fail_after(spec.timeout_seconds):
+                    return await fn(*args, **kwargs)
+            except Exception as exc:
+                final = is_permanent(exc) or task.tries >= spec.max_tries
+                if not final:
+                    delay = backoff_seconds(task.tries)
+                    log.warning(
+                        "job %s %s failed (%s: %s); retry %d in %.1fs",
+                        spec.name, task.task_id, type(exc).__name__, exc,
+                        task.tries + 1, delay,
+                    )
+                    raise StreaqRetry(str(exc), delay=timedelta(seconds=delay)) from exc
+                log.error(
+                    "job %s %s failed for good after %d tries: %s: %s",
+                    spec.name, task.task_id, task.tries, type(exc).__name__, exc,
+                )
+                payload = kwargs or (args[0] if args and isinstance(args[0], dict) else {})
+                letter = DeadLetter(
+                    id=task.task_id,
+                    name=spec.name,
+                    owner=meta.get("owner", "system"),
+                    payload=payload,
+                    error_type=type(exc).__name__,
+                    error=str(exc) or type(exc).__name__,
+                    tries=task.tries,
+                    failed_at=datetime.now(UTC),
+                )
+                await record_dead_letter(redis, keys, dead_letter_ttl, letter)
+                if isinstance(exc, TimeoutError):
+                    raise TimeoutError(
+                        f"job exceeded its {spec.timeout_seconds}s timeout"
+                    ) from exc
+                raise
+
+        return run
