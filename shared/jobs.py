@@ -59,6 +59,10 @@ class ProcessImageInput(JobInput):
     key: str = Field(min_length=1, max_length=1024)
     version_id: str | None = None
     etag: str | None = None
+    size: int | None = Field(default=None, ge=0)
+    # Set by the S3 handler when it refuses the object (too large, not an image): the job
+    # then only records the failed Image, since Lambdas never open MongoDB.
+    reject_reason: str | None = Field(default=None, max_length=500)
 
     @field_validator("key")
     @classmethod
