@@ -1,0 +1,92 @@
+"""Open MongoDB and bind the beanie models to it: a real server, or the in-memory stand-in.
+
+With ``OFFLOAD_MONGODB_URI`` set, PyMongo's ``AsyncMongoClient``. Without it (development
+and tests only), ``mongomock_motor.AsyncMongoMockClient``: one per process, never closed,
+because a test and the worker it runs share the process and must see the same data.
+
+beanie, pymongo and mongomock are imported inside the functions so that importing
+``shared`` stays cheap for the Lambdas.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from shared.config import Settings
+
+SERVER_SELECTION_TIMEOUT_MS = 5_000
+
+_stand_in: Any = None
+_stand_in_lock = threading.Lock()
+
+
+class StandInRefused(RuntimeError):
+    """The in-memory stand-in was asked for in production."""
+
+
+async def init_db(settings: Settings) -> Any:
+    """Connect, bind every model in ``ALL_MODELS`` and create their indexes; returns the client."""
+    from beanie import init_beanie
+
+    from shared.models import ALL_MODELS
+
+    client = _server_client(settings) if settings.mongodb_uri else _stand_in_client(settings)
+    database = client[settings.mongodb_database]
+    await init_beanie(database=database, document_models=ALL_MODELS)
+    return client
+
+
+async def close_db(client: Any) -> None:
+    """Close a server client; the process-wide stand-in stays open (see module docstring)."""
+    if client is None or client is _stand_in:
+        return
+    await client.close()
+
+
+def _server_client(settings: Settings) -> Any:
+    from pymongo import AsyncMongoClient
+
+    # tz_aware: datetimes come back UTC-aware, as the models store them.
+    return AsyncMongoClient(
+        settings.mongodb_uri,
+        serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+        tz_aware=True,
+        appname="offload",
+    )
+
+
+def _stand_in_client(settings: Settings) -> Any:
+    global _stand_in
+    if settings.env == "production":
+        raise StandInRefused(
+            "OFFLOAD_MONGODB_URI is empty: the in-memory MongoDB stand-in is for development "
+            "and tests only"
+        )
+    with _stand_in_lock:
+        if _stand_in is None:
+            from mongomock_motor import AsyncMongoMockClient
+
+            _shim_list_collection_names()
+            _stand_in = AsyncMongoMockClient(tz_aware=True)
+        return _stand_in
+
+
+def _shim_list_collection_names() -> None:
+    """beanie 2 calls ``list_collection_names(authorizedCollections=True, nameOnly=True)``;
+    mongomock accepts neither keyword. Both only narrow what a real server returns, so the
+    stand-in drops them and keeps every other argument as is."""
+    from mongomock_motor import AsyncMongoMockDatabase
+
+    original = AsyncMongoMockDatabase.list_collection_names
+    if getattr(original, "_offload_shim", False):
+        return
+
+    async def list_collection_names(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("authorizedCollections", None)
+        kwargs.pop("nameOnly", None)
+        return await original(self, *args, **kwargs)
+
+    list_collection_names._offload_shim = True  # type: ignore[attr-defined]
+    # Class-level so every database the client hands out (one per __getitem__) has it.
+    AsyncMongoMockDatabase.list_collection_names = list_collection_names  # type: ignore[method-assign]
