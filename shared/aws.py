@@ -30,9 +30,8 @@ def _client(service: str, settings: Settings) -> Any:
         s3={"addressing_style": "path"} if settings.aws_endpoint_url else None,
         signature_version="s3v4" if service == "s3" else None,
     )
-    return boto3.session.Session().client(
-        service, endpoint_url=settings.aws_endpoint_url or None, config=config
-    )
+    session: Any = boto3.session.Session()
+    return session.client(service, endpoint_url=settings.aws_endpoint_url or None, config=config)
 
 
 def s3_client(settings: Settings) -> S3Client:

@@ -13,7 +13,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_SIGNING_SECRET = "offload-dev-signing-secret-not-for-production"
+DEV_SIGNING_SECRET = "offload-dev-signing-secret-not-for-production"  # noqa: S105
 
 
 class Settings(BaseSettings):

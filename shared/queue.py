@@ -15,9 +15,9 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from streaq import Worker
@@ -32,6 +32,11 @@ JobState = Literal[
     "queued", "scheduled", "running", "done", "failed", "aborted", "expired", "unknown"
 ]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "aborted"})
+_UNFINISHED: dict[TaskStatus, JobState] = {
+    TaskStatus.QUEUED: "queued",
+    TaskStatus.SCHEDULED: "scheduled",
+    TaskStatus.RUNNING: "running",
+}
 T = TypeVar("T")
 
 
@@ -341,8 +346,8 @@ class JobQueue:
                     "this Idempotency-Key was used with a different job or payload",
                     {"job_id": job_id},
                 )
-            status = (await self.view(job_id, owner)).status
-            return EnqueuedJob(job_id, spec.name, status, created=False, steps=step_ids)
+            current = (await self.view(job_id, owner)).status
+            return EnqueuedJob(job_id, spec.name, current, created=False, steps=step_ids)
         try:
             if spec.is_pipeline:
                 await self._publish_pipeline(spec, data, owner, step_ids, meta, ttl, priority)
@@ -377,7 +382,7 @@ class JobQueue:
         tail = head
         for step_name, step_id in zip(rest, step_ids[1:], strict=True):
             nxt = self._streaq.enqueue_unsafe(step_name)
-            tail = tail | nxt.parent
+            tail = tail | nxt.parent  # type: ignore[operator]  # placeholder task of enqueue_unsafe
             tail.id = step_id
             tail.priority = priority
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -409,49 +414,50 @@ class JobQueue:
     async def _view(self, job_id: str, meta: dict[str, str]) -> JobView:
         streaq = self._streaq
         status = await streaq.status_by_id(job_id)
-        steps = tuple(s for s in meta.get("steps", "").split(",") if s)
-        base = {
-            "id": job_id,
-            "name": meta["name"],
-            "enqueued_at": _ms_to_dt(meta.get("created_ms")),
-            "steps": steps,
-        }
+        base = JobView(
+            id=job_id,
+            name=meta["name"],
+            status="expired",
+            tries=0,
+            enqueued_at=_ms_to_dt(meta.get("created_ms")),
+            steps=tuple(s for s in meta.get("steps", "").split(",") if s),
+        )
         if status == TaskStatus.DONE:
             raw = await streaq.redis.get(streaq.results_key + job_id)
             if raw is None:  # expired between the two reads
-                return JobView(status="expired", tries=0, **base)
+                return base
             data = await streaq.deserialize(raw)
-            common = {
-                "tries": int(data.get("t") or 0),
-                "started_at": _ms_to_dt(data.get("st")),
-                "finished_at": _ms_to_dt(data.get("ft")),
-            }
+            finished = replace(
+                base,
+                tries=int(data.get("t") or 0),
+                started_at=_ms_to_dt(data.get("st")),
+                finished_at=_ms_to_dt(data.get("ft")),
+            )
             if data["s"]:
-                return JobView(status="done", result=data["r"], **common, **base)
+                return replace(finished, status="done", result=data["r"])
             exc = data["r"]
             state: JobState = "aborted" if isinstance(exc, StreaqCancelled) else "failed"
-            return JobView(status=state, error=_describe_error(exc), **common, **base)
+            return replace(finished, status=state, error=_describe_error(exc))
         if status == TaskStatus.NOT_FOUND:
-            return JobView(status="expired", tries=0, **base)
+            return base
         info = await streaq.info_by_id(job_id)
         progress = await self.redis.hgetall(self.keys.job(job_id) + ":run")
-        return JobView(
-            status=str(status),  # type: ignore[arg-type]
+        return replace(
+            base,
+            status=_UNFINISHED[status],
             tries=int(progress.get("tries") or (info.tries if info else 0)),
             scheduled_for=info.scheduled if info else None,
             started_at=_ms_to_dt(progress.get("started_ms")),
-            **base,
         )
 
-    async def wait(self, job_id: str, owner: str, timeout: float) -> JobView:
+    async def wait(self, job_id: str, owner: str, timeout: float) -> JobView:  # noqa: ASYNC109
         """Long-poll: return once the job has finished or ``timeout`` seconds passed."""
         view = await self.view(job_id, owner)
         if view.finished or timeout <= 0 or view.status == "expired":
             return view
-        try:
-            await self._call(lambda: self._streaq.result_by_id(job_id, timeout=timeout))
-        except TimeoutError:
-            pass
+        wait = timedelta(seconds=timeout)
+        with suppress(TimeoutError):
+            await self._call(lambda: self._streaq.result_by_id(job_id, timeout=wait))
         return await self.view(job_id, owner)
 
     # --- abort / dead letters ------------------------------------------------------------
@@ -461,7 +467,8 @@ class JobQueue:
         view = await self.view(job_id, owner)
         if view.finished or view.status == "expired":
             raise Conflict(f"job {job_id} already finished ({view.status})")
-        await self._call(lambda: self._streaq.abort_by_id(job_id, timeout=wait_seconds))
+        wait = timedelta(seconds=wait_seconds)
+        await self._call(lambda: self._streaq.abort_by_id(job_id, timeout=wait))
         return await self.view(job_id, owner)
 
     async def dead_letters(self, owner: str, limit: int = 100) -> list[DeadLetter]:
@@ -578,13 +585,8 @@ def _dead_letter_from_json(raw: str) -> DeadLetter:
     )
 
 
-def _delay_arg(delay: float) -> int | None:
-    # Streaq takes whole seconds (or a timedelta); sub-second delays round up.
-    if delay <= 0:
-        return None
-    from datetime import timedelta
-
-    return timedelta(seconds=delay)  # type: ignore[return-value]
+def _delay_arg(delay: float) -> timedelta | None:
+    return timedelta(seconds=delay) if delay > 0 else None
 
 
 def _nx() -> Any:

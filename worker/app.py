@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -19,13 +19,14 @@ from shared.jobs import CATALOGUE, JobSpec
 from shared.queue import Keys, make_streaq
 from worker.context import WorkerContext, open_context
 from worker.policy import install_retry_policy
+from worker.tasks.base import JobImpl
 
 # Streaq's own timeout is a backstop behind the policy's (which retries); it fires only
 # if a job ignores cancellation.
 STREAQ_TIMEOUT_MARGIN_SECONDS = 10
 
 
-def load_task_modules() -> dict[str, Callable[..., Coroutine[Any, Any, Any]]]:
+def load_task_modules() -> dict[str, JobImpl]:
     """Import every module in ``worker.tasks`` so their ``@job`` decorators run."""
     import worker.tasks as package
     from worker.tasks.base import IMPLEMENTATIONS
@@ -70,7 +71,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
 
 
 def _register(worker: Worker[WorkerContext], spec: JobSpec,
-              impl: Callable[..., Coroutine[Any, Any, Any]], settings: Settings) -> None:
+              impl: JobImpl, settings: Settings) -> None:
     async def run(*args: Any, **kwargs: Any) -> Any:
         # A pipeline step receives the previous step's result as its one positional arg.
         payload = args[0] if args and not kwargs else kwargs

@@ -38,7 +38,7 @@ def backoff_seconds(tries: int, *, base: float = BACKOFF_BASE_SECONDS,
     """Delay before try ``tries + 1``: exponential, capped, with "equal jitter" (AWS
     Architecture Blog): half fixed so retries never bunch at zero, half random so a
     burst of failures does not retry in lockstep."""
-    ceiling = min(cap, base * 2 ** max(0, tries - 1))
+    ceiling: float = min(cap, base * 2.0 ** max(0, tries - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
 
 
