@@ -1,0 +1,133 @@
+"""Blob storage for jobs: S3 objects, each tracked by a ``Blob`` document.
+
+Lifecycle: ``pending`` is recorded *before* the upload, so a worker that dies mid-upload
+leaves a record the ``sweep_pending_blobs`` job can find; then ``uploaded`` with size and
+SHA-256, or ``error`` with the reason (and the exception re-raised); ``deleted`` once the
+object is removed. One document per (bucket, key): re-putting updates it, which keeps
+at-least-once job runs idempotent.
+
+S3 calls are blocking (boto3), so they run in a worker thread. S3 errors surface as
+described in :mod:`shared.s3` (``ObjectMissing``, ``S3Unavailable``, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from shared import s3 as s3ops
+from shared.config import Settings
+from shared.errors import PermanentJobError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from shared.models import Blob, BlobStatus
+
+MAX_KEY_BYTES = 1024
+
+
+class InvalidBlobKey(PermanentJobError, ValueError):
+    """The key is empty, too long or not valid UTF-8 text for S3."""
+
+
+def _check_key(key: str) -> None:
+    if not key or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidBlobKey(f"S3 keys are 1..{MAX_KEY_BYTES} bytes of UTF-8; got {key!r:.80}")
+    if key.startswith("/") or any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise InvalidBlobKey(f"S3 key must not start with '/' or hold control chars: {key!r:.80}")
+
+
+class BlobService:
+    """Put, get, delete and share S3 objects, recording each one as a ``Blob``."""
+
+    def __init__(self, s3: S3Client, settings: Settings) -> None:
+        self._s3 = s3
+        self._settings = settings
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str, *,
+                        bucket: str | None = None, owner: str | None = None,
+                        kind: str | None = None) -> Blob:
+        """Upload ``data`` to ``bucket`` (default: the results bucket); returns the Blob."""
+        bucket = bucket or self._settings.results_bucket
+        _check_key(key)
+        blob = await self._record_pending(bucket, key, content_type, owner, kind, data)
+        try:
+            info = await anyio.to_thread.run_sync(
+                partial(s3ops.put_object, self._s3, bucket, key, data, content_type)
+            )
+        except Exception as exc:
+            await self._transition(blob, "error", error=f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+        blob.size, blob.sha256 = info.size, info.sha256
+        await self._transition(blob, "uploaded")
+        return blob
+
+    async def put_file(self, key: str, path: Path, content_type: str, *,
+                       bucket: str | None = None, owner: str | None = None,
+                       kind: str | None = None) -> Blob:
+        """Upload a local file's contents; see :meth:`put_bytes`."""
+        data = await anyio.to_thread.run_sync(path.read_bytes)
+        return await self.put_bytes(key, data, content_type, bucket=bucket, owner=owner,
+                                    kind=kind)
+
+    async def get_bytes(self, bucket: str, key: str,
+                        max_bytes: int | None = None) -> tuple[bytes, str]:
+        """The object's bytes and content type (``ObjectMissing`` / ``ObjectTooLarge``)."""
+        return await anyio.to_thread.run_sync(
+            partial(s3ops.get_object, self._s3, bucket, key, max_bytes)
+        )
+
+    async def delete(self, bucket: str, key: str) -> None:
+        """Delete the object (idempotent) and mark its Blob, if any, ``deleted``."""
+        from shared.models import Blob
+
+        await anyio.to_thread.run_sync(partial(s3ops.delete_object, self._s3, bucket, key))
+        blob = await Blob.find_one(Blob.bucket == bucket, Blob.key == key)
+        if blob is not None and blob.status != "deleted":
+            await self._transition(blob, "deleted")
+
+    async def exists(self, bucket: str, key: str) -> bool:
+        """Whether S3 holds the object now (S3 is the truth, not the Blob record)."""
+        return await anyio.to_thread.run_sync(
+            partial(s3ops.object_exists, self._s3, bucket, key)
+        )
+
+    async def presigned_get(self, bucket: str, key: str, expires_seconds: int = 3600) -> str:
+        """A download URL valid for ``expires_seconds``."""
+        return await anyio.to_thread.run_sync(
+            partial(s3ops.presigned_get, self._s3, bucket, key, expires_seconds)
+        )
+
+    async def _record_pending(self, bucket: str, key: str, content_type: str,
+                              owner: str | None, kind: str | None, data: bytes) -> Blob:
+        from pymongo.errors import DuplicateKeyError
+
+        from shared.models import Blob
+
+        blob = await Blob.find_one(Blob.bucket == bucket, Blob.key == key)
+        if blob is None:
+            try:
+                blob = Blob(bucket=bucket, key=key, content_type=content_type)
+                await blob.insert()
+            except DuplicateKeyError:  # a concurrent run of the same job inserted it first
+                blob = await Blob.find_one(Blob.bucket == bucket, Blob.key == key)
+                if blob is None:
+                    raise
+        blob.content_type, blob.owner, blob.kind = content_type, owner, kind
+        blob.size, blob.sha256 = len(data), hashlib.sha256(data).hexdigest()
+        await self._transition(blob, "pending", error=None)
+        return blob
+
+    @staticmethod
+    async def _transition(blob: Blob, status: BlobStatus, error: str | None = None) -> None:
+        from shared.models import utcnow
+
+        blob.status = status
+        blob.error = error
+        blob.updated_at = utcnow()
+        await blob.save()
