@@ -32,8 +32,11 @@ async def init_db(settings: Settings) -> Any:
     from shared.models import ALL_MODELS
 
     client = _server_client(settings) if settings.mongodb_uri else _stand_in_client(settings)
-    database = client[settings.mongodb_database]
-    await init_beanie(database=database, document_models=ALL_MODELS)
+    try:
+        await init_beanie(database=client[settings.mongodb_database], document_models=ALL_MODELS)
+    except BaseException:
+        await close_db(client)  # an unreachable server must not leave a client behind
+        raise
     return client
 
 

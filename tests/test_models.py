@@ -123,3 +123,14 @@ def test_shared_db_import_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.anyio
+async def test_unreachable_server_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    import shared.db
+
+    monkeypatch.setattr(shared.db, "SERVER_SELECTION_TIMEOUT_MS", 300)
+    with pytest.raises(ServerSelectionTimeoutError):
+        await init_db(Settings(env="test", mongodb_uri="mongodb://127.0.0.1:1/"))
