@@ -1,0 +1,163 @@
+"""The sales report: order totals per day and currency over a date range, as CSV and PDF.
+
+MongoDB does the counting (one aggregation; no order is loaded into Python), the files are
+rendered in a worker thread, and both land in the results bucket under keys derived from
+the input alone, so a re-run overwrites the same two objects instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from functools import partial
+from typing import Any
+
+import anyio
+from beanie import Document
+
+from shared.jobs import SalesReportInput
+from shared.models import Order
+from worker.context import WorkerContext
+from worker.tasks.base import job
+from worker.templates.money import format_amount
+
+CSV_HEADER = ("day", "currency", "orders", "amount_cents")
+
+
+@dataclass(frozen=True)
+class DayTotal:
+    """One row of the report: a day's orders in one currency."""
+
+    day: str
+    currency: str
+    orders: int
+    amount_cents: int
+
+
+async def run_aggregation(model: type[Document],
+                          pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run ``pipeline`` on ``model``'s collection and return every result document.
+
+    PyMongo's async ``aggregate`` is a coroutine returning the cursor; the in-memory
+    stand-in (mongomock_motor) returns the cursor directly, which beanie 2's
+    ``Document.aggregate`` cannot await. Accepting both keeps one code path for the two.
+    """
+    cursor: Any = model.get_pymongo_collection().aggregate(pipeline)
+    if inspect.isawaitable(cursor):
+        cursor = await cursor
+    rows: list[dict[str, Any]] = await cursor.to_list(None)
+    return rows
+
+
+def report_prefix(inp: SalesReportInput) -> str:
+    """``reports/{start}_{end}[_{currency}]``: the same input always names the same keys."""
+    suffix = f"_{inp.currency}" if inp.currency else ""
+    return f"reports/{inp.start_date.isoformat()}_{inp.end_date.isoformat()}{suffix}"
+
+
+def _range_match(inp: SalesReportInput) -> dict[str, Any]:
+    start = datetime.combine(inp.start_date, time.min, tzinfo=UTC)
+    end = datetime.combine(inp.end_date + timedelta(days=1), time.min, tzinfo=UTC)
+    match: dict[str, Any] = {"created_at": {"$gte": start, "$lt": end}}
+    if inp.currency:
+        match["currency"] = inp.currency
+    return match
+
+
+async def daily_totals(inp: SalesReportInput) -> list[DayTotal]:
+    """Orders and their sum per UTC day and currency, ordered by day then currency."""
+    rows = await run_aggregation(Order, [
+        {"$match": _range_match(inp)},
+        {"$group": {
+            "_id": {
+                "day": {"$dateToString": {"format": "%Y-%m-%d", "date": "$created_at"}},
+                "currency": "$currency",
+            },
+            "orders": {"$sum": 1},
+            "amount": {"$sum": "$amount_cents"},
+        }},
+        {"$sort": {"_id.day": 1, "_id.currency": 1}},
+    ])
+    return [DayTotal(r["_id"]["day"], r["_id"]["currency"], int(r["orders"]), int(r["amount"]))
+            for r in rows]
+
+
+def grand_totals(rows: list[DayTotal]) -> dict[str, dict[str, int]]:
+    """Per currency (amounts in different currencies are never added together)."""
+    totals: dict[str, dict[str, int]] = {}
+    for row in rows:
+        entry = totals.setdefault(row.currency, {"orders": 0, "amount_cents": 0})
+        entry["orders"] += row.orders
+        entry["amount_cents"] += row.amount_cents
+    return dict(sorted(totals.items()))
+
+
+def render_csv(rows: list[DayTotal]) -> bytes:
+    """One line per day and currency; amounts stay in minor units (exact, parseable)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows((r.day, r.currency, r.orders, r.amount_cents) for r in rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def render_pdf(inp: SalesReportInput, rows: list[DayTotal]) -> bytes:
+    """A printable report: the range, a table of the rows, then totals per currency."""
+    from fpdf import FPDF
+
+    pdf = FPDF(orientation="portrait", unit="mm", format="A4")
+    pdf.set_title(f"Sales {inp.start_date} to {inp.end_date}")
+    pdf.set_creator("Offload")
+    pdf.add_page()
+    pdf.set_font("Helvetica", style="B", size=16)
+    pdf.cell(text=f"Sales report {inp.start_date} to {inp.end_date}", new_x="LMARGIN",
+             new_y="NEXT")
+    pdf.set_font("Helvetica", size=10)
+    scope = f"Currency: {inp.currency}" if inp.currency else "All currencies"
+    pdf.cell(text=f"{scope}. Days in UTC.", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(4)
+    if not rows:
+        pdf.cell(text="No orders in this range.", new_x="LMARGIN", new_y="NEXT")
+        return bytes(pdf.output())
+    _pdf_table(pdf, ("Day", "Currency", "Orders", "Amount"),
+               [(r.day, r.currency, str(r.orders), format_amount(r.amount_cents, r.currency))
+                for r in rows])
+    pdf.ln(6)
+    pdf.set_font("Helvetica", style="B", size=12)
+    pdf.cell(text="Totals", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", size=10)
+    _pdf_table(pdf, ("Currency", "Orders", "Amount"),
+               [(cur, str(t["orders"]), format_amount(t["amount_cents"], cur))
+                for cur, t in grand_totals(rows).items()])
+    return bytes(pdf.output())
+
+
+def _pdf_table(pdf: Any, header: tuple[str, ...], body: list[tuple[str, ...]]) -> None:
+    with pdf.table(text_align="RIGHT", first_row_as_headings=True) as table:
+        for values in (header, *body):
+            row = table.row()
+            for value in values:
+                row.cell(value)
+
+
+@job("generate_sales_report")
+async def generate_sales_report(ctx: WorkerContext, inp: SalesReportInput) -> dict[str, Any]:
+    rows = await daily_totals(inp)
+    csv_bytes = await anyio.to_thread.run_sync(render_csv, rows)
+    pdf_bytes = await anyio.to_thread.run_sync(partial(render_pdf, inp, rows))
+    prefix = report_prefix(inp)
+    csv_blob = await ctx.blobs.put_bytes(f"{prefix}/sales.csv", csv_bytes,
+                                         "text/csv; charset=utf-8", kind="report")
+    pdf_blob = await ctx.blobs.put_bytes(f"{prefix}/sales.pdf", pdf_bytes,
+                                         "application/pdf", kind="report")
+    return {
+        "bucket": csv_blob.bucket,
+        "csv_key": csv_blob.key,
+        "pdf_key": pdf_blob.key,
+        "rows": len(rows),
+        "totals": grand_totals(rows),
+    }
+
