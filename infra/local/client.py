@@ -1,0 +1,123 @@
+"""A thin client of the Offload HTTP API, for the CLI, the demo and the end-to-end tests.
+
+It speaks only HTTP to the gateway, with the bearer token, exactly as any other caller
+would; nothing here reaches behind the API.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+FINISHED = frozenset({"done", "failed", "aborted", "expired"})
+
+
+class ApiCallError(RuntimeError):
+    """The API answered with an error status; ``body`` is its JSON (or text)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(f"HTTP {status}: {describe_error(body)}")
+
+
+def describe_error(body: Any) -> str:
+    """The message of Offload's ``{"error": {...}}`` or API Gateway's ``{"message"}``."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            details = error.get("details")
+            text = f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+            return f"{text} {details}" if details else text
+        if "message" in body:
+            return str(body["message"])
+    return str(body)[:500]
+
+
+def job_id_of(body: dict[str, Any]) -> str:
+    """The job id in an enqueue response."""
+    for key in ("id", "job_id"):
+        if isinstance(body.get(key), str):
+            return str(body[key])
+    job = body.get("job")
+    if isinstance(job, dict):
+        return job_id_of(job)
+    raise ApiCallError(200, {"message": f"no job id in the response: {body}"})
+
+
+@dataclass
+class ApiClient:
+    base_url: str
+    token: str | None
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers,
+                                  timeout=self.timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, path: str, *, json: Any = None,
+             params: dict[str, Any] | None = None,
+             headers: dict[str, str] | None = None) -> Any:
+        """The JSON body of a 2xx response; ApiCallError otherwise."""
+        response = self._http.request(method, path, json=json, params=params, headers=headers)
+        try:
+            body: Any = response.json() if response.content else None
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise ApiCallError(response.status_code, body)
+        return body
+
+    def enqueue(self, name: str, data: dict[str, Any],
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"idempotency-key": idempotency_key} if idempotency_key else None
+        body: dict[str, Any] = self.call("POST", f"/jobs/{name}", json=data, headers=headers)
+        return body
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.call("GET", f"/jobs/{job_id}")
+        return body
+
+    def abort(self, job_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.call("DELETE", f"/jobs/{job_id}")
+        return body
+
+    def wait(self, job_id: str, timeout: float, interval: float = 0.5) -> dict[str, Any]:
+        """Poll until the job finished or ``timeout`` passed; the last status seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.status(job_id)
+            if body.get("status") in FINISHED or time.monotonic() >= deadline:
+                return body
+            time.sleep(interval)
+
+    def create_upload(self, filename: str, content_type: str, size: int) -> dict[str, Any]:
+        body: dict[str, Any] = self.call(
+            "POST", "/uploads",
+            json={"filename": filename, "content_type": content_type, "size": size},
+        )
+        return body
+
+
+def post_presigned(upload: dict[str, Any], filename: str, data: bytes,
+                   content_type: str, timeout: float = 30.0) -> None:
+    """Send the file with a presigned POST (``{"url", "fields"}``) as a browser form would."""
+    response = httpx.post(
+        upload["url"], data=upload["fields"], timeout=timeout,
+        files={"file": (filename, data, content_type)},
+    )
+    if response.status_code >= 300:
+        raise ApiCallError(response.status_code, response.text)

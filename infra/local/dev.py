@@ -1,0 +1,441 @@
+"""``offload dev``: the whole system on one machine, started, supervised and stopped.
+
+Order: Redis, moto (S3/SES/SQS), MongoDB and the fixtures server first; then the Lambda
+containers, the workers and Streaq's web UI; then the gateway and the event sources. The
+state file is written once everything answers, and removed on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from infra.local import components as c
+from infra.local.aws_services import AwsSetup
+from infra.local.gateway import GatewayConfig
+from infra.local.redis_local import (
+    RedisProblem,
+    external_redis,
+    private_server_spec,
+    redis_server_binary,
+)
+from infra.local.state import StackState, state_dir, state_file
+from infra.local.supervisor import (
+    LogStream,
+    StartupError,
+    Supervisor,
+    free_port,
+    port_free,
+    sweep_marked,
+)
+from infra.local.template import Template, TemplateError, load_template
+from infra.local.triggers import ScheduleTarget, TriggerConfig, fire
+
+DEV_SUB = "dev-user"
+OTHER_SUB = "dev-user-2"
+
+
+class DevError(RuntimeError):
+    """Why the stack cannot start, in one line that says what to do."""
+
+
+@dataclass
+class DevOptions:
+    port: int = 8000
+    ui_port: int = 8001
+    workers: int = 1
+    api_concurrency: int = 1
+    fire: list[str] = field(default_factory=list)
+    token: str | None = None
+    template: Path = c.REPO_ROOT / "template.yaml"
+    ready_timeout: float = 90.0
+    grace: float = 4.0
+
+
+@dataclass
+class Stack:
+    """Everything decided before the first process starts."""
+
+    options: DevOptions
+    template: Template
+    ports: c.Ports
+    env: dict[str, str]
+    settings_env: dict[str, str]
+    tokens: dict[str, dict[str, str]]
+    token: str
+    other_token: str
+    functions: dict[str, c.FunctionPlan]
+    redis_note: str
+    mongo_note: str
+    redis_binary: str | None  # None: REDIS_URL is used
+    stack_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    def api_plan(self) -> c.FunctionPlan | None:
+        names = {r.function for r in self.template.routes}
+        for plan in self.functions.values():
+            if plan.function.logical_id in names or (not names and plan.name == "api"):
+                return plan
+        return None
+
+    def s3_plan(self) -> c.FunctionPlan | None:
+        ids = {t.function for t in self.template.s3_triggers}
+        return next((p for p in self.functions.values() if p.function.logical_id in ids), None)
+
+    def plan_for(self, logical_id: str) -> c.FunctionPlan:
+        return next(p for p in self.functions.values() if p.function.logical_id == logical_id)
+
+
+# --- deciding -------------------------------------------------------------------------
+
+
+def _choose_port(requested: int, flag: str) -> int:
+    if requested == 0:
+        return free_port()
+    if not port_free(requested):
+        raise DevError(f"port {requested} is in use: pass {flag} N (0 picks a free port) or "
+                       f"stop what is listening there")
+    return requested
+
+
+def _load_template(path: Path) -> tuple[Template, str | None]:
+    if not path.exists():
+        return c.default_template(), (f"{path.name} not found: using the default handlers "
+                                      f"and no schedules")
+    try:
+        return load_template(path), None
+    except TemplateError as exc:
+        raise DevError(str(exc)) from exc
+
+
+def _claims(sub: str, port: int) -> dict[str, str]:
+    now = int(time.time())
+    return {"sub": sub, "iss": f"http://127.0.0.1:{port}/local-issuer",
+            "client_id": "offload-local", "token_use": "access",
+            "scope": "jobs/read jobs/write", "iat": str(now), "exp": str(now + 365 * 86400)}
+
+
+def plan_stack(options: DevOptions) -> tuple[Stack, list[str]]:
+    """Ports, settings, tokens and functions; DevError when something is missing or busy."""
+    from shared.config import Settings
+
+    notes: list[str] = []
+    template, note = _load_template(options.template)
+    if note:
+        notes.append(note)
+    ports = c.Ports(api=_choose_port(options.port, "--port"),
+                    ui=_choose_port(options.ui_port, "--ui-port"), aws=free_port(),
+                    redis=free_port(), mongo=free_port(), fixtures=free_port())
+    try:
+        external = external_redis(os.environ.get("REDIS_URL"))
+    except RedisProblem as exc:
+        raise DevError(str(exc)) from exc
+    if external is not None:
+        redis_url, redis_note = external.url, f"REDIS_URL (Redis {external.version})"
+    else:
+        if os.environ.get("REDIS_URL"):
+            notes.append(f"REDIS_URL={os.environ['REDIS_URL']} does not answer: starting a "
+                         f"private redis-server instead")
+        redis_url, redis_note = f"redis://127.0.0.1:{ports.redis}/0", "private redis-server"
+    mongodb_uri = os.environ.get("MONGODB_URI", "")
+    mongo_note = "MONGODB_URI"
+    if not mongodb_uri:
+        mongodb_uri = f"mongodb://127.0.0.1:{ports.mongo}/?directConnection=true"
+        mongo_note = "in-memory stand-in (data lives until the stack stops)"
+    defaults = Settings(env="development")
+    shared_settings = c.settings_env(
+        redis_url=redis_url, aws_endpoint=f"http://127.0.0.1:{ports.aws}",
+        mongodb_uri=mongodb_uri, region=defaults.aws_region,
+        queue_name=os.environ.get("OFFLOAD_QUEUE_NAME", defaults.queue_name),
+        uploads_bucket=defaults.uploads_bucket, results_bucket=defaults.results_bucket,
+        ses_sender=defaults.ses_sender, fixtures_host="127.0.0.1",
+    )
+    token = (options.token or os.environ.get("OFFLOAD_DEV_TOKEN")
+             or f"dev-{secrets.token_urlsafe(18)}")
+    other = f"dev2-{secrets.token_urlsafe(18)}"
+    functions: dict[str, c.FunctionPlan] = {}
+    for fn in template.functions.values():
+        plan = c.FunctionPlan(c.short_name(fn), fn)
+        functions[plan.name] = plan
+    stack = Stack(
+        options=options, template=template, ports=ports,
+        env=c.base_env(shared_settings), settings_env=shared_settings,
+        tokens={token: _claims(DEV_SUB, ports.api), other: _claims(OTHER_SUB, ports.api)},
+        token=token, other_token=other, functions=functions,
+        redis_note=redis_note, mongo_note=mongo_note,
+        redis_binary=None if external is not None else _redis_binary(),
+    )
+    api = stack.api_plan()
+    for plan in functions.values():
+        count = options.api_concurrency if plan is api else 1
+        plan.ports = [free_port() for _ in range(count)]
+    return stack, notes
+
+
+def _redis_binary() -> str:
+    try:
+        return redis_server_binary()
+    except RedisProblem as exc:
+        raise DevError(str(exc)) from exc
+
+
+def schedule_targets(stack: Stack) -> list[ScheduleTarget]:
+    targets = []
+    for schedule in stack.template.schedules:
+        if not schedule.enabled:
+            continue
+        plan = stack.plan_for(schedule.function)
+        targets.append(ScheduleTarget(
+            name=schedule.name, rule_name=schedule.logical_id, expression=schedule.expression,
+            timezone=schedule.timezone, input=schedule.input, function_url=plan.urls[0],
+            timeout=plan.function.timeout,
+        ))
+    return targets
+
+
+# --- starting -------------------------------------------------------------------------
+
+
+def _aws_setup(stack: Stack) -> AwsSetup:
+    trigger = stack.template.s3_triggers[0] if stack.template.s3_triggers else None
+    env = stack.settings_env
+    setup = AwsSetup(region=env["OFFLOAD_AWS_REGION"],
+                     uploads_bucket=env["OFFLOAD_UPLOADS_BUCKET"],
+                     results_bucket=env["OFFLOAD_RESULTS_BUCKET"],
+                     ses_sender=env["OFFLOAD_SES_SENDER"])
+    if trigger is not None:
+        setup = AwsSetup(setup.region, setup.uploads_bucket, setup.results_bucket,
+                         setup.ses_sender, trigger.events, trigger.filter_rules)
+    return setup
+
+
+def _write_private(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def start_stack(stack: Stack, sup: Supervisor, cancel: threading.Event) -> str:
+    """Start every component, as early as its dependencies allow; the notification queue URL.
+
+    The Lambda containers only import their handler at start (they connect on first use),
+    so they start with the services; workers and the web UI connect at start, so they wait
+    for Redis and MongoDB; the gateway and the event sources wait for the containers.
+    """
+    env, ports, timeout = stack.env, stack.ports, stack.options.ready_timeout
+    services = []
+    if stack.redis_binary is not None:
+        sup.start(private_server_spec(stack.redis_binary, ports.redis, state_dir() / "redis",
+                                      env))
+        services.append("redis")
+    sup.start(c.aws_spec(ports.aws, _aws_setup(stack), env))
+    services.append("aws")
+    if stack.mongo_note != "MONGODB_URI":
+        sup.start(c.mongo_spec(ports.mongo, env))
+        services.append("mongo")
+    sup.start(c.fixtures_spec(ports.fixtures, env))
+    services.append("fixtures")
+    containers = [sup.start(c.container_spec(plan, index, env)).spec.name
+                  for plan in stack.functions.values() for index in range(len(plan.ports))]
+    sup.wait_ready(services, timeout, cancel)
+    queue_url = str(json.loads(sup.children["aws"].ready_text.partition(" ")[2])["queue_url"])
+    if stack.options.workers > 0:
+        sup.start(c.workers_spec(stack.options.workers, state_dir(), env))
+    sup.start(c.streaq_ui_spec(ports.ui, env))
+    sup.wait_ready(containers, timeout, cancel)
+    sup.start(c.gateway_spec(ports.api, _gateway_config(stack), env))
+    sup.start(c.triggers_spec(_trigger_config(stack, queue_url), env))
+    sup.wait_ready(["gateway", "triggers", "streaq-ui"], timeout, cancel)
+    return queue_url
+
+
+def _gateway_config(stack: Stack) -> Path:
+    api = stack.api_plan()
+    routes = list(stack.template.routes)
+    if not routes and api is not None:
+        from infra.local.template import RouteDef
+
+        # No template: one catch-all route behind the authorizer, the docs and health open.
+        fn = api.function.logical_id
+        routes = [RouteDef("ANY", "$default", fn, True), RouteDef("GET", "/health", fn, False),
+                  RouteDef("GET", "/swagger", fn, False)]
+    pools = {p.function.logical_id: p.urls for p in stack.functions.values()
+             if any(r.function == p.function.logical_id for r in routes)}
+    config = GatewayConfig(
+        port=stack.ports.api, region=stack.settings_env["OFFLOAD_AWS_REGION"], routes=routes,
+        tokens=stack.tokens, pools=pools,
+        timeouts={p.function.logical_id: p.function.timeout for p in stack.functions.values()},
+    )
+    data = asdict(config)
+    return _write_private(state_dir() / "gateway.json", data)
+
+
+def _trigger_config(stack: Stack, queue_url: str) -> Path:
+    s3 = stack.s3_plan()
+    config = TriggerConfig(
+        region=stack.settings_env["OFFLOAD_AWS_REGION"],
+        aws_endpoint_url=stack.settings_env["OFFLOAD_AWS_ENDPOINT_URL"],
+        queue_url=queue_url,
+        s3_function_url=s3.urls[0] if s3 else "",
+        s3_function_timeout=s3.function.timeout if s3 else 30.0,
+        schedules=schedule_targets(stack),
+    )
+    return _write_private(state_dir() / "triggers.json", asdict(config))
+
+
+def stack_state(stack: Stack, sup: Supervisor) -> StackState:
+    env = stack.settings_env
+    return StackState(
+        stack_id=stack.stack_id, supervisor_pid=os.getpid(), api_url=stack.api_url,
+        token=stack.token, sub=DEV_SUB, other_tokens={stack.other_token: OTHER_SUB},
+        aws_endpoint_url=env["OFFLOAD_AWS_ENDPOINT_URL"], redis_url=env["OFFLOAD_REDIS_URL"],
+        mongodb_uri=env["OFFLOAD_MONGODB_URI"],
+        fixtures_url=f"http://127.0.0.1:{stack.ports.fixtures}",
+        streaq_ui_url=f"http://127.0.0.1:{stack.ports.ui}",
+        swagger_url=f"{stack.api_url}/swagger",
+        functions={p.name: p.urls for p in stack.functions.values()},
+        schedules=[asdict(t) for t in schedule_targets(stack)],
+        pids={name: child.pid for name, child in sup.children.items()},
+        env={**env, **c.FAKE_AWS}, started_at=time.time(),
+    )
+
+
+def banner(stack: Stack, state: StackState, took: float) -> str:
+    sched = ", ".join(f"{t['name']} {t['expression']}" for t in state.schedules) or "none"
+    workers = stack.options.workers
+    rows = [
+        ("API", f"{state.api_url}   (token {state.token} = sub {state.sub})"),
+        ("Swagger UI", state.swagger_url),
+        ("Streaq UI", state.streaq_ui_url),
+        ("S3/SES (moto)", f"{state.aws_endpoint_url}   (dashboard "
+                          f"{state.aws_endpoint_url}/moto-api/)"),
+        ("Redis", f"{state.redis_url}   ({stack.redis_note})"),
+        ("MongoDB", f"{state.mongodb_uri}   ({stack.mongo_note})"),
+        ("Fixtures", f"{state.fixtures_url}/rates.json   (allow-listed for "
+                     f"fetch_external_data; /slow?seconds=N trickles)"),
+        ("Workers", f"{workers} process{'es' if workers != 1 else ''}"),
+        ("Schedules", sched),
+        ("State", str(state_file())),
+    ]
+    lines = [f"Offload dev stack is up in {took:.1f} s", *(f"  {k:<14} {v}" for k, v in rows)]
+    lines += [
+        "Try:",
+        f"  curl -s -H 'Authorization: Bearer {state.token}' -H 'content-type: application/json'"
+        f" -d '{{\"start_date\":\"2026-11-01\",\"end_date\":\"2026-11-27\"}}'"
+        f" {state.api_url}/jobs/generate_sales_report",
+        "  offload enqueue NAME --data '{...}'   offload status ID --wait   offload fire NAME"
+        "   offload demo",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+# --- running --------------------------------------------------------------------------
+
+
+def _clear_stale_stack() -> None:
+    """A state file whose supervisor is gone: sweep what it left, then forget it."""
+    path = state_file()
+    if not path.exists():
+        return
+    running = StackState.load(path)
+    if running is not None:
+        raise DevError(f"a dev stack is already running (pid {running.supervisor_pid}, "
+                       f"{running.api_url}): stop it with Ctrl-C in its terminal or "
+                       f"`kill {running.supervisor_pid}`")
+    try:
+        stale_id = str(json.loads(path.read_text()).get("stack_id", ""))
+    except (OSError, ValueError):
+        stale_id = ""
+    if stale_id:
+        sweep_marked(stale_id)
+    path.unlink(missing_ok=True)
+
+
+def run_dev(options: DevOptions, out: Any = None) -> int:
+    """Run the stack until Ctrl-C (or SIGTERM); 0 after a clean stop."""
+    log = LogStream(out)
+    try:
+        _clear_stale_stack()
+        stack, notes = plan_stack(options)
+    except DevError as exc:
+        print(f"offload dev: {exc}", file=sys.stderr)
+        return 2
+    sup = Supervisor(stack.stack_id, log)
+    for note in notes:
+        sup.say(note)
+    stop = threading.Event()
+    _install_signals(stop, sup)
+    started = time.monotonic()
+    code = 0
+    try:
+        start_stack(stack, sup, stop)
+        state = stack_state(stack, sup)
+        state.save()
+        log.raw(banner(stack, state, time.monotonic() - started))
+        for name in options.fire:
+            fire_schedule(state, name, sup.say)
+        code = _supervise(sup, stop)
+    except StartupError as exc:
+        if not stop.is_set():
+            sup.say(f"error: {exc}")
+            code = 1
+    except DevError as exc:
+        sup.say(f"error: {exc}")
+        code = 1
+    finally:
+        took = time.monotonic()
+        sup.say("stopping ...")
+        killed = sup.stop_all(grace=options.grace)
+        state_file().unlink(missing_ok=True)
+        forced = f" ({len(killed)} needed SIGKILL)" if killed else ""
+        sup.say(f"stopped in {time.monotonic() - took:.1f} s{forced}")
+    return code
+
+
+def _install_signals(stop: threading.Event, sup: Supervisor) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            sup.force_kill()  # a second Ctrl-C: no more waiting
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def _supervise(sup: Supervisor, stop: threading.Event) -> int:
+    while not stop.wait(0.25):
+        reason = sup.check()
+        if reason is not None:
+            sup.say(f"error: {reason}")
+            return 1
+    return 0
+
+
+def fire_schedule(state: StackState, name: str, say: Any = print) -> bool:
+    """Deliver schedule ``name``'s event to its function now; True when the handler succeeded."""
+    targets = [ScheduleTarget(**t) for t in state.schedules]
+    target = next((t for t in targets if name in (t.name, t.rule_name)), None)
+    if target is None:
+        known = ", ".join(t.name for t in targets) or "none"
+        raise DevError(f"no schedule named {name!r} (known: {known})")
+    region = state.env.get("OFFLOAD_AWS_REGION", "eu-west-1")
+    result = fire(target, region)
+    verdict = "ok" if result.ok else "FAILED"
+    say(f"fired {target.name} ({target.expression}) -> {verdict} in {result.millis:.0f} ms: "
+        f"{json.dumps(result.payload)[:300]}")
+    return result.ok

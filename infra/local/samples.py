@@ -1,0 +1,99 @@
+"""Sample uploads the demo and the end-to-end test generate, with what the worker must make
+of them.
+
+- ``holiday photo (1).jpg``: pixels stored landscape with EXIF Orientation 6 ("rotate 90°
+  clockwise to display"), so it displays portrait with a red band on top. A worker that
+  ignores EXIF produces a landscape thumbnail with the red band on the left. The name's
+  space and parentheses exercise the URL-encoded key in the S3 event.
+- ``logo.png``: RGBA with a transparent background around an opaque disc.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+RED = (220, 30, 30)
+BLUE = (30, 60, 200)
+GREEN = (40, 170, 80)
+DISPLAY_SIZE = (480, 720)  # portrait, as the EXIF-rotated photo displays
+LOGO_SIZE = (320, 320)
+
+
+@dataclass(frozen=True)
+class Sample:
+    filename: str
+    content_type: str
+    data: bytes
+    display_size: tuple[int, int]  # width, height once EXIF orientation is applied
+    transparent: bool
+
+
+def _displayed_photo() -> object:
+    from PIL import Image, ImageDraw
+
+    width, height = DISPLAY_SIZE
+    image = Image.new("RGB", DISPLAY_SIZE, BLUE)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, width, height // 4), fill=RED)  # the top quarter
+    draw.ellipse((width // 4, height // 2, 3 * width // 4, height // 2 + width // 2), fill=GREEN)
+    return image
+
+
+def exif_rotated_jpeg() -> Sample:
+    """Stored 720x480 with Orientation 6; displays as 480x720 with red on top."""
+    from PIL import Image
+
+    displayed = _displayed_photo()
+    assert isinstance(displayed, Image.Image)
+    # Orientation 6 tells viewers to turn the stored pixels 90° clockwise, so store them
+    # turned 90° counter-clockwise (Pillow's ROTATE_90 is counter-clockwise).
+    stored = displayed.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    out = io.BytesIO()
+    stored.save(out, "JPEG", quality=90, exif=exif.tobytes())
+    return Sample("holiday photo (1).jpg", "image/jpeg", out.getvalue(), DISPLAY_SIZE, False)
+
+
+def transparent_png() -> Sample:
+    """A green disc on a fully transparent background."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", LOGO_SIZE, (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse((40, 40, 280, 280), fill=(*GREEN, 255))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return Sample("logo.png", "image/png", out.getvalue(), LOGO_SIZE, True)
+
+
+def all_samples() -> list[Sample]:
+    return [exif_rotated_jpeg(), transparent_png()]
+
+
+def expected_thumbnail_size(display: tuple[int, int], side: int) -> tuple[int, int]:
+    """The longest side scaled to ``side`` (never up), the other in proportion."""
+    width, height = display
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def describe_thumbnail(data: bytes) -> dict[str, object]:
+    """Size, mode, and which colour is on top: enough to check orientation and alpha."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        rgba = image.convert("RGBA")
+        width, height = rgba.size
+        top = rgba.getpixel((width // 2, height // 16))
+        corner = rgba.getpixel((0, 0))
+        return {"size": (width, height), "mode": image.mode, "top": top, "corner": corner,
+                "format": image.format}
+
+
+def close_to(colour: object, target: tuple[int, int, int], tolerance: int = 40) -> bool:
+    """True when an RGB(A) pixel is within ``tolerance`` of ``target`` on every channel."""
+    if not isinstance(colour, tuple) or len(colour) < 3:
+        return False
+    return all(abs(int(a) - b) <= tolerance for a, b in zip(colour[:3], target, strict=True))
