@@ -1,0 +1,147 @@
+"""``process_uploaded_image``: an upload in S3 becomes a thumbnail and a large WebP.
+
+The ``Image`` document (one per upload key) tells the owner where it stands:
+``processing`` -> ``done`` with the variants' keys, or ``failed`` with a readable reason.
+Running the job twice leaves the same document and overwrites the same two objects, so
+Streaq's at-least-once delivery is harmless. Refusals (not an image, too many pixels,
+rejected by the upload handler) fail at once; S3 faults propagate for the retry policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from shared.errors import PermanentJobError
+from shared.jobs import ProcessImageInput
+from worker.context import WorkerContext
+from worker.imaging import ProcessedImage, process_image
+from worker.tasks.base import job
+
+if TYPE_CHECKING:
+    from shared.models import Image, ImageStatus
+
+# Longest reason stored on a failed Image (the API shows it to the owner).
+MAX_REASON_CHARS = 500
+
+
+@dataclass(frozen=True)
+class UploadKey:
+    """The parts of ``uploads/{owner}/{upload_id}/{filename}``."""
+
+    owner: str
+    upload_id: str
+    filename: str
+
+    @classmethod
+    def parse(cls, key: str) -> UploadKey:
+        parts = key.split("/", 3)
+        if len(parts) != 4 or parts[0] != "uploads" or not all(parts[1:]):
+            raise PermanentJobError(
+                f"key {key!r:.200} is not uploads/{{owner}}/{{upload_id}}/{{filename}}"
+            )
+        return cls(owner=parts[1], upload_id=parts[2], filename=parts[3])
+
+    def variant_key(self, name: str) -> str:
+        """Where a variant goes in the results bucket (which does not trigger the handler)."""
+        return f"images/{self.owner}/{self.upload_id}/{name}.webp"
+
+
+@job("process_uploaded_image")
+async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> dict[str, Any]:
+    """Derive the WebP variants of one upload and record them on its ``Image``."""
+    upload = UploadKey.parse(inp.key)
+    if inp.bucket != ctx.settings.uploads_bucket:
+        # Not an upload: no Image to record, and no other bucket's objects to publish.
+        raise PermanentJobError(f"bucket {inp.bucket!r} is not the uploads bucket")
+    image = await _upsert_image(inp.bucket, inp.key, upload.owner)
+    try:
+        if inp.reject_reason:
+            raise PermanentJobError(inp.reject_reason)
+        processed = await _fetch_and_process(ctx, inp)
+    except PermanentJobError as exc:
+        await _drop_variants(ctx, image)
+        await _set_status(image, "failed", error=str(exc)[:MAX_REASON_CHARS])
+        raise
+    variants: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    for name, output in processed.outputs.items():
+        key = upload.variant_key(name)
+        await ctx.blobs.put_bytes(
+            key, output.data, output.content_type, owner=upload.owner, kind=f"image-{name}"
+        )
+        variants[name], sizes[name] = key, len(output.data)
+    image.variants, image.width, image.height = variants, processed.width, processed.height
+    await _set_status(image, "done")
+    return {
+        "image_id": str(image.id),
+        "variants": variants,
+        "width": processed.width,
+        "height": processed.height,
+        "bytes": sizes,
+    }
+
+
+async def _fetch_and_process(ctx: WorkerContext, inp: ProcessImageInput) -> ProcessedImage:
+    from shared.s3 import ObjectMissing, ObjectTooLarge
+
+    settings = ctx.settings
+    try:
+        data, _ = await ctx.blobs.get_bytes(
+            inp.bucket, inp.key, max_bytes=settings.upload_max_bytes
+        )
+    except ObjectTooLarge as exc:
+        limit_mib = settings.upload_max_bytes / 2**20
+        raise PermanentJobError(f"file is larger than the {limit_mib:.1f} MiB limit") from exc
+    except ObjectMissing as exc:
+        raise PermanentJobError("the uploaded file no longer exists") from exc
+    # Decoding and encoding take 0.1-1 s of CPU: in a thread, so that the worker's
+    # heartbeat and its other jobs keep running meanwhile.
+    return await anyio.to_thread.run_sync(
+        partial(
+            process_image,
+            data,
+            max_pixels=settings.image_max_pixels,
+            large_side=settings.image_max_side,
+            thumb_side=settings.image_thumbnail_side,
+        )
+    )
+
+
+async def _upsert_image(bucket: str, source_key: str, owner: str) -> Image:
+    """The upload's one ``Image``, created on first sight and marked ``processing``."""
+    from pymongo.errors import DuplicateKeyError
+
+    from shared.models import Image
+
+    image = await Image.find_one(Image.source_key == source_key)
+    if image is None:
+        try:
+            image = Image(owner=owner, bucket=bucket, source_key=source_key)
+            await image.insert()
+        except DuplicateKeyError:  # a concurrent delivery of the same upload got there first
+            image = await Image.find_one(Image.source_key == source_key)
+            if image is None:
+                raise
+    await _set_status(image, "processing", error=None)
+    return image
+
+
+async def _drop_variants(ctx: WorkerContext, image: Image) -> None:
+    """Forget (and delete) variants of an earlier version of the upload: they no longer
+    show what the owner uploaded under this key."""
+    for key in image.variants.values():
+        await ctx.blobs.delete(ctx.settings.results_bucket, key)
+    image.variants, image.width, image.height = {}, None, None
+
+
+async def _set_status(image: Image, status: ImageStatus, error: str | None = None) -> None:
+    from shared.models import utcnow
+
+    image.status = status
+    image.error = error
+    image.updated_at = utcnow()
+    await image.save()
