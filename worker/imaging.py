@@ -138,16 +138,17 @@ def encode_webp(image: Image.Image) -> EncodedImage:
     return EncodedImage(buffer.getvalue(), image.width, image.height)
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError as exc:
         raise ImageRejected("not an image (cannot identify format)") from exc
     except Image.DecompressionBombError as exc:
-        # Pillow refuses more than twice its own limit while reading the header: far past ours.
-        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        # Pillow refuses twice its own limit (179 MP) as it reads the header; ours is lower
+        # and is what the owner needs to know.
+        bomb = 2 * (Image.MAX_IMAGE_PIXELS or 0)
         raise ImageRejected(
-            f"image has over {limit / 1e6:.1f} MP, far over the pixel limit"
+            f"image has over {bomb / 1e6:.1f} MP, over the {max_pixels / 1e6:.1f} MP limit"
         ) from exc
     except (OSError, ValueError, EOFError) as exc:
         raise ImageRejected(f"not a readable image ({exc})") from exc
@@ -158,7 +159,7 @@ def _load_large(
 ) -> tuple[Image.Image, tuple[int, int], str]:
     """The first frame, upright, in RGB(A), shrunk to ``side``; with the upright size of
     the source and its format. The full-size decode is freed on return, before encoding."""
-    with _open(data) as source:
+    with _open(data, max_pixels) as source:
         check_pixels(source.size, max_pixels)
         size, fmt = source.size, source.format or "unknown"
         if fmt in ("JPEG", "MPO"):
