@@ -141,7 +141,7 @@ def aws_spec(port: int, setup: AwsSetup, env: dict[str, str]) -> ChildSpec:
         name="aws",
         argv=[PYTHON, "-m", "infra.local.aws_services", "--port", str(port),
               "--config", setup.to_json()],
-        env=env, ready_line=r"^ready ", cwd=str(REPO_ROOT),
+        env=env, ready_line=r"^ready ", cwd=str(REPO_ROOT), service=True,
     )
 
 
@@ -150,6 +150,7 @@ def mongo_spec(port: int, env: dict[str, str]) -> ChildSpec:
         name="mongo",
         argv=[PYTHON, "-m", "infra.local.mongo_standin", "--port", str(port)],
         env=env, ready_line=rf"listening on 127\.0\.0\.1:{port}", cwd=str(REPO_ROOT),
+        service=True,
     )
 
 
@@ -157,7 +158,7 @@ def fixtures_spec(port: int, env: dict[str, str]) -> ChildSpec:
     return ChildSpec(
         name="fixtures",
         argv=[PYTHON, "-m", "infra.local.fixtures", "--port", str(port)],
-        env=env, ready_port=port, restart=True, cwd=str(REPO_ROOT),
+        env=env, ready_port=port, restart=True, cwd=str(REPO_ROOT), service=True,
     )
 
 

@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from infra.local.client import FINISHED, ApiCallError, ApiClient, job_id_of, post_presigned
-from infra.local.samples import Sample, all_samples, describe_thumbnail
+from infra.local.samples import Sample, all_samples, describe_picture
 from infra.local.seed import Seeded, seed, settings_for, stack_environment
 from infra.local.state import StackState, state_dir
 
@@ -110,7 +110,8 @@ def _stop_stack(proc: subprocess.Popen[bytes]) -> None:
 
 def run_demo(output: Path, timeout: float, console: Console | None = None) -> int:
     """Run the demo; 0 when every job succeeded."""
-    console = console or Console()
+    # A log file or CI is no terminal: give the final table room instead of 80 columns.
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     owned: subprocess.Popen[bytes] | None = None
     state = StackState.load()
     try:
@@ -228,7 +229,7 @@ class Demo:
                 target.write_bytes(body)
                 job.outputs.append(target)
                 if "thumbnail" in target.name:
-                    width, height = describe_thumbnail(body)["size"]  # type: ignore[misc]
+                    width, height = describe_picture(body).size
                     job.detail += f"; thumbnail {width}x{height}"
 
     def _outputs_of(self, job: TrackedJob, result: dict[str, Any]) -> list[tuple[str, str, Path]]:
@@ -262,8 +263,10 @@ class Demo:
 def describe(name: str, result: dict[str, Any]) -> str:
     """A one-line summary of a job's result: S3 keys, e-mail ids, counts."""
     if name == "process_uploaded_image":
-        return f"{result.get('width')}x{result.get('height')} -> " + ", ".join(
-            str(k) for k in (result.get("variants") or {}).values())
+        variants = result.get("variants") or {}
+        where = str(variants.get("thumbnail", "")).rpartition("/")[0]
+        return (f"{result.get('width')}x{result.get('height')} -> {where}/"
+                f"{{{','.join(Path(str(k)).name for k in variants.values())}}}")
     if name == "send_welcome_email":
         return f"e-mail {result.get('message_id')}"
     if name == "generate_sales_report":

@@ -237,6 +237,7 @@ def start_stack(stack: Stack, sup: Supervisor, cancel: threading.Event) -> str:
     for Redis and MongoDB; the gateway and the event sources wait for the containers.
     """
     env, ports, timeout = stack.env, stack.ports, stack.options.ready_timeout
+    t0 = time.monotonic()
     services = []
     if stack.redis_binary is not None:
         sup.start(private_server_spec(stack.redis_binary, ports.redis, state_dir() / "redis",
@@ -252,11 +253,14 @@ def start_stack(stack: Stack, sup: Supervisor, cancel: threading.Event) -> str:
     containers = [sup.start(c.container_spec(plan, index, env)).spec.name
                   for plan in stack.functions.values() for index in range(len(plan.ports))]
     sup.wait_ready(services, timeout, cancel)
+    sup.say(f"{', '.join(services)} ready after {time.monotonic() - t0:.1f} s")
     queue_url = str(json.loads(sup.children["aws"].ready_text.partition(" ")[2])["queue_url"])
     if stack.options.workers > 0:
         sup.start(c.workers_spec(stack.options.workers, state_dir(), env))
     sup.start(c.streaq_ui_spec(ports.ui, env))
     sup.wait_ready(containers, timeout, cancel)
+    sup.say(f"Lambda containers ({', '.join(containers)}) ready after "
+            f"{time.monotonic() - t0:.1f} s")
     sup.start(c.gateway_spec(ports.api, _gateway_config(stack), env))
     sup.start(c.triggers_spec(_trigger_config(stack, queue_url), env))
     sup.wait_ready(["gateway", "triggers", "streaq-ui"], timeout, cancel)

@@ -131,4 +131,5 @@ def private_server_spec(binary: str, port: int, data_dir: Path, env: dict[str, s
               "--appendonly", "no", "--dir", str(data_dir), "--loglevel", "warning"],
         env=env,
         ready_port=port,
+        service=True,
     )

@@ -78,8 +78,18 @@ def expected_thumbnail_size(display: tuple[int, int], side: int) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def describe_thumbnail(data: bytes) -> dict[str, object]:
-    """Size, mode, and which colour is on top: enough to check orientation and alpha."""
+@dataclass(frozen=True)
+class Picture:
+    """What the tests check of a derived image: size, alpha, which colour is on top."""
+
+    size: tuple[int, int]
+    format: str
+    mode: str
+    top: tuple[int, ...]  # RGBA at the middle of the top sixteenth
+    corner: tuple[int, ...]  # RGBA at (0, 0)
+
+
+def describe_picture(data: bytes) -> Picture:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
@@ -88,12 +98,13 @@ def describe_thumbnail(data: bytes) -> dict[str, object]:
         width, height = rgba.size
         top = rgba.getpixel((width // 2, height // 16))
         corner = rgba.getpixel((0, 0))
-        return {"size": (width, height), "mode": image.mode, "top": top, "corner": corner,
-                "format": image.format}
+        assert isinstance(top, tuple)  # RGBA pixels are tuples
+        assert isinstance(corner, tuple)
+        return Picture((width, height), str(image.format), image.mode, top, corner)
 
 
-def close_to(colour: object, target: tuple[int, int, int], tolerance: int = 40) -> bool:
+def close_to(colour: tuple[int, ...], target: tuple[int, int, int], tolerance: int = 40) -> bool:
     """True when an RGB(A) pixel is within ``tolerance`` of ``target`` on every channel."""
-    if not isinstance(colour, tuple) or len(colour) < 3:
-        return False
-    return all(abs(int(a) - b) <= tolerance for a, b in zip(colour[:3], target, strict=True))
+    return len(colour) >= 3 and all(
+        abs(int(a) - b) <= tolerance for a, b in zip(colour[:3], target, strict=True)
+    )

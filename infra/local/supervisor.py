@@ -44,6 +44,9 @@ class ChildSpec:
     ready_line: str | None = None  # regex matched against the child's output lines
     restart: bool = False  # stateless components (Lambda containers) come back after a crash
     cwd: str | None = None
+    # Stopped before the services they use (Redis, moto, MongoDB), so they shut down
+    # cleanly instead of logging lost connections.
+    service: bool = False
 
 
 @dataclass
@@ -194,29 +197,39 @@ class Supervisor:
     # --- stop ------------------------------------------------------------------------
 
     def stop_all(self, grace: float = 4.0) -> list[int]:
-        """SIGTERM every group, SIGKILL what is left after ``grace``; PIDs that needed KILL."""
+        """SIGTERM the applications, then the services; SIGKILL whatever outlives ``grace``.
+
+        Returns the PIDs that needed SIGKILL.
+        """
         self._stopping.set()
-        children = list(reversed(self.children.values()))
-        for child in children:
-            _signal_group(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for child in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        apps = [c for c in self.children.values() if not c.spec.service]
+        services = [c for c in self.children.values() if c.spec.service]
+        # Services get the last second at least, even when the applications took long.
+        self._terminate(apps, min(deadline, time.monotonic() + max(grace - 1.0, 0.5)))
+        self._terminate(services, max(deadline, time.monotonic() + 1.0))
         killed = []
-        for child in children:
+        for child in self.children.values():
             # The leader may be gone while its group (worker processes) lingers.
             if child.proc.poll() is None or _group_alive(child.pid):
                 killed.append(child.pid)
                 _signal_group(child.pid, signal.SIGKILL)
-        for child in children:
+        for child in self.children.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.proc.wait(timeout=2)
         killed += sweep_marked(self.stack_id)
-        for child in children:
+        for child in self.children.values():
             if child.pump is not None:
                 child.pump.join(timeout=1)
         return killed
+
+    @staticmethod
+    def _terminate(children: list[Child], until: float) -> None:
+        for child in children:
+            _signal_group(child.pid, signal.SIGTERM)
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(timeout=max(0.0, until - time.monotonic()))
 
     def force_kill(self) -> None:
         """A second Ctrl-C: no more grace."""
