@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     api_max_wait_seconds: int = Field(default=20, ge=0, le=29)
 
+    # Where password-reset e-mails point; the token is appended.
+    password_reset_url_base: str = "https://app.example.com/reset?token="  # noqa: S105
+
     # fetch_external_data: hosts a job may fetch from ("*.example.com" allowed).
     fetch_allowed_hosts: tuple[str, ...] = ()
     fetch_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -71,6 +71,7 @@ def _stand_in_client(settings: Settings) -> Any:
             from mongomock_motor import AsyncMongoMockClient
 
             _shim_list_collection_names()
+            _shim_aggregate()
             _stand_in = AsyncMongoMockClient(tz_aware=True)
         return _stand_in
 
@@ -93,3 +94,20 @@ def _shim_list_collection_names() -> None:
     list_collection_names._offload_shim = True  # type: ignore[attr-defined]
     # Class-level so every database the client hands out (one per __getitem__) has it.
     AsyncMongoMockDatabase.list_collection_names = list_collection_names  # type: ignore[method-assign]
+
+
+def _shim_aggregate() -> None:
+    """PyMongo's async ``Collection.aggregate`` is a coroutine that returns the cursor, and
+    beanie 2 awaits it; mongomock_motor returns the cursor directly. Make the stand-in's a
+    coroutine too, so ``Document.aggregate(...)`` runs the same code on both."""
+    from mongomock_motor import AsyncMongoMockCollection
+
+    original = AsyncMongoMockCollection.aggregate
+    if getattr(original, "_offload_shim", False):
+        return
+
+    async def aggregate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return original(self, *args, **kwargs)
+
+    aggregate._offload_shim = True  # type: ignore[attr-defined]
+    AsyncMongoMockCollection.aggregate = aggregate  # type: ignore[method-assign,assignment]

@@ -29,8 +29,8 @@ EVENTS = Path(__file__).parent / "events"
 # boto3 must never find real credentials or a real region here.
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105
-    AWS_SESSION_TOKEN="testing",  # noqa: S105
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
     AWS_DEFAULT_REGION="eu-west-1",
 )
 for _var in list(os.environ):

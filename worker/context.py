@@ -39,6 +39,8 @@ class WorkerContext:
 @asynccontextmanager
 async def open_context(settings: Settings, redis: Any) -> AsyncIterator[WorkerContext]:
     """Open every client once per worker process; close them on shutdown."""
+    from http.cookiejar import CookieJar, DefaultCookiePolicy
+
     import httpx
 
     from shared.aws import s3_client, ses_client
@@ -54,6 +56,10 @@ async def open_context(settings: Settings, redis: Any) -> AsyncIterator[WorkerCo
                 timeout=httpx.Timeout(settings.fetch_timeout_seconds),
                 follow_redirects=False,  # redirects are followed by hand, each re-checked
                 headers={"user-agent": "offload-worker/0.1"},
+                # No proxy from the environment (it would bypass the fetch job's IP pinning)
+                # and no cookie jar shared between unrelated fetches.
+                trust_env=False,
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             )
         )
         mongo = await init_db(settings)

@@ -24,13 +24,11 @@ from shared.models import Order, User
 from shared.queue import Keys
 from worker.context import WorkerContext
 from worker.tasks.base import job
-from worker.tasks.reports import run_aggregation
 from worker.templates import mail
 
 log = logging.getLogger("offload.worker.emails")
 
 # Where the reset link points; the token is appended (it is URL-safe by its input model).
-RESET_URL_BASE = "https://app.example.com/reset?token="
 # Users read per page of the digest (one aggregation per page, not one query per user).
 DIGEST_BATCH_SIZE = 100
 # A digest marker outlives the day it is for, so a late re-run still finds it.
@@ -78,7 +76,7 @@ async def send_welcome_email(ctx: WorkerContext, inp: WelcomeEmailInput) -> dict
 @job("send_password_reset")
 async def send_password_reset(ctx: WorkerContext, inp: PasswordResetInput) -> dict[str, Any]:
     user = await require_user(inp.user_id)
-    link = RESET_URL_BASE + quote(inp.token, safe="")
+    link = ctx.settings.password_reset_url_base + quote(inp.token, safe="")
     # Keyed by the token's hash: a new token is a new e-mail, a re-run of this one is not.
     token_hash = hashlib.sha256(inp.token.encode()).hexdigest()
     message_id = await send_once(
@@ -129,13 +127,13 @@ async def _recipient_pages(size: int) -> AsyncIterator[list[DigestRecipient]]:
 async def _totals_by_user(user_ids: list[str], day: date) -> dict[str, list[mail.CurrencyTotal]]:
     """Orders per user and currency on ``day``, for a whole page of users in one query."""
     start = datetime.combine(day, time.min, tzinfo=UTC)
-    rows = await run_aggregation(Order, [
+    rows = await Order.aggregate([
         {"$match": {"user_id": {"$in": user_ids},
                     "created_at": {"$gte": start, "$lt": start + timedelta(days=1)}}},
         {"$group": {"_id": {"user": "$user_id", "currency": "$currency"},
                     "orders": {"$sum": 1}, "amount": {"$sum": "$amount_cents"}}},
         {"$sort": {"_id.user": 1, "_id.currency": 1}},
-    ])
+    ]).to_list()
     totals: dict[str, list[mail.CurrencyTotal]] = {}
     for row in rows:
         key = row["_id"]

@@ -8,7 +8,6 @@ the input alone, so a re-run overwrites the same two objects instead of adding n
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -16,7 +15,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-from beanie import Document
 
 from shared.jobs import SalesReportInput
 from shared.models import Order
@@ -37,21 +35,6 @@ class DayTotal:
     amount_cents: int
 
 
-async def run_aggregation(model: type[Document],
-                          pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run ``pipeline`` on ``model``'s collection and return every result document.
-
-    PyMongo's async ``aggregate`` is a coroutine returning the cursor; the in-memory
-    stand-in (mongomock_motor) returns the cursor directly, which beanie 2's
-    ``Document.aggregate`` cannot await. Accepting both keeps one code path for the two.
-    """
-    cursor: Any = model.get_pymongo_collection().aggregate(pipeline)
-    if inspect.isawaitable(cursor):
-        cursor = await cursor
-    rows: list[dict[str, Any]] = await cursor.to_list(None)
-    return rows
-
-
 def report_prefix(inp: SalesReportInput) -> str:
     """``reports/{start}_{end}[_{currency}]``: the same input always names the same keys."""
     suffix = f"_{inp.currency}" if inp.currency else ""
@@ -69,7 +52,7 @@ def _range_match(inp: SalesReportInput) -> dict[str, Any]:
 
 async def daily_totals(inp: SalesReportInput) -> list[DayTotal]:
     """Orders and their sum per UTC day and currency, ordered by day then currency."""
-    rows = await run_aggregation(Order, [
+    rows = await Order.aggregate([
         {"$match": _range_match(inp)},
         {"$group": {
             "_id": {
@@ -80,7 +63,7 @@ async def daily_totals(inp: SalesReportInput) -> list[DayTotal]:
             "amount": {"$sum": "$amount_cents"},
         }},
         {"$sort": {"_id.day": 1, "_id.currency": 1}},
-    ])
+    ]).to_list()
     return [DayTotal(r["_id"]["day"], r["_id"]["currency"], int(r["orders"]), int(r["amount"]))
             for r in rows]
 

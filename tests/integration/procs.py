@@ -1,0 +1,120 @@
+"""Helpers to run real ``offload worker`` processes and small HTTP servers in tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from shared.config import Settings
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child process see ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if isinstance(value, tuple | list):
+            import json
+
+            value = json.dumps(list(value))
+        env[f"OFFLOAD_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """``offload worker`` as a child process with its own state dir."""
+
+    def __init__(self, settings: Settings, state_dir: Path, *args: str, **env: str) -> None:
+        self.state_dir = state_dir
+        self.log = state_dir / "worker.log"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._out = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "worker", "--state-dir", str(state_dir), *args],
+            env=settings_env(settings, **env),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, settings: Settings, timeout: float = 20) -> None:
+        """Wait until the worker's heartbeat is in Redis (``offload worker-health`` passes)."""
+        from worker.runner import check_health
+
+        deadline = time.monotonic() + timeout
+        message = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.output()}")
+            # In a thread: the health check runs its own event loop, and tests calling this
+            # may be inside one already.
+            with ThreadPoolExecutor(1) as pool:
+                ok, message = pool.submit(check_health, settings, self.state_dir).result()
+            if ok:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"worker not healthy after {timeout}s ({message}):\n{self.output()}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._out.close()
+
+
+class SlowHandler(BaseHTTPRequestHandler):
+    """Answers GET /slow/<seconds> after sleeping that long; counts requests per path."""
+
+    hits: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:
+        with self.lock:
+            self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        seconds = float(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/slow/") else 0
+        time.sleep(seconds)
+        body = f"slept {seconds}s for {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@contextmanager
+def slow_server() -> Iterator[tuple[str, type[SlowHandler]]]:
+    """A local HTTP server on 127.0.0.1 (allow-listed in the test settings)."""
+    handler = type("Handler", (SlowHandler,), {"hits": {}, "lock": threading.Lock()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
