@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -185,19 +186,36 @@ class Demo:
             self.jobs.append(TrackedJob(name, name, job_id_of(body), view=body))
 
     def _follow(self, timeout: float) -> None:
+        """Poll every unfinished job until all finished or ``timeout`` passed: a live table
+        on a terminal, one line per status change otherwise (logs, CI)."""
         deadline = time.monotonic() + timeout
-        with Live(self._table(), console=self.console, refresh_per_second=4) as live:
-            while time.monotonic() < deadline:
-                for job in self.jobs:
-                    if not job.finished:
-                        self._refresh(job)
-                live.update(self._table())
-                if all(job.finished for job in self.jobs):
-                    return
-                time.sleep(0.4)
+        if self.console.is_terminal:
+            with Live(self._table(), console=self.console, refresh_per_second=4,
+                      transient=True) as live:
+                self._poll(deadline, lambda: live.update(self._table()))
+        else:
+            shown: dict[str, str] = {}
+            self._poll(deadline, lambda: self._print_changes(shown))
         for job in self.jobs:
             if not job.finished:
                 job.detail = f"not finished after {timeout:.0f} s"
+
+    def _poll(self, deadline: float, show: Callable[[], None]) -> None:
+        while time.monotonic() < deadline:
+            for job in self.jobs:
+                if not job.finished:
+                    self._refresh(job)
+            show()
+            if all(job.finished for job in self.jobs):
+                return
+            time.sleep(0.4)
+
+    def _print_changes(self, shown: dict[str, str]) -> None:
+        for job in self.jobs:
+            status = job.note or job.status
+            if shown.get(job.job_id) != status:
+                shown[job.job_id] = status
+                self.console.print(f"  {job.label}: {status}")
 
     def _refresh(self, job: TrackedJob) -> None:
         try:
