@@ -45,6 +45,8 @@ class MongoStandIn:
 
     async def start(self, host: str = DEFAULT_HOST, port: int = 0) -> None:
         """Listen on ``host:port``; port 0 picks a free port (read it from ``.port``)."""
+        if self._server is not None:
+            raise RuntimeError(f"the stand-in is already listening on {self.host}:{self.port}")
         _require_loopback(host)
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {port}")

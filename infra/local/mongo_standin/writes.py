@@ -25,6 +25,7 @@ class _Tally:
 
 
 def insert(inv: Invocation) -> Reply:
+    documents = inv.documents("documents")
     collection = inv.ensure_collection()
 
     def insert_one(document: Document, index: int, tally: _Tally) -> None:
@@ -34,7 +35,7 @@ def insert(inv: Invocation) -> Reply:
             raise _duplicate_key(collection, document) from exc
         tally.n += 1
 
-    tally = _run_batch(inv, inv.documents("documents"), insert_one)
+    tally = _run_batch(inv, documents, insert_one)
     return _write_reply(tally)
 
 
