@@ -31,8 +31,8 @@ FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "offload-local",
     "AWS_SECRET_ACCESS_KEY": "offload-local",  # moto accepts any credentials
 }
-_DROPPED_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-                "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+# Beside every AWS_* variable: these would reach another process's configuration.
+_DROPPED_ENV = ("OFFLOAD_STATE_DIR", "OFFLOAD_DEV_TOKEN", "OFFLOAD_WORKER_STATE_DIR")
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,10 @@ def default_template() -> Template:
 
 
 def base_env(settings_env: dict[str, str]) -> dict[str, str]:
-    """The caller's environment, minus real AWS credentials, plus the stack's settings."""
+    """The caller's environment (its other ``OFFLOAD_*`` settings too), minus real AWS
+    credentials and configuration, plus the stack's settings over everything."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OFFLOAD_", "AWS_")) and k not in _DROPPED_ENV}
+           if not k.startswith("AWS_") and k not in _DROPPED_ENV}
     env.update(FAKE_AWS)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p

@@ -7,6 +7,7 @@ state file is written once everything answers, and removed on the way out.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ from typing import Any
 
 from infra.local import components as c
 from infra.local.aws_services import AwsSetup
-from infra.local.gateway import GatewayConfig
+from infra.local.gateway import GatewayConfig, match_route, route_specificity
 from infra.local.redis_local import (
     RedisProblem,
     external_redis,
@@ -38,7 +39,7 @@ from infra.local.supervisor import (
     port_free,
     sweep_marked,
 )
-from infra.local.template import Template, TemplateError, load_template
+from infra.local.template import RouteDef, Template, TemplateError, load_template
 from infra.local.triggers import ScheduleTarget, TriggerConfig, fire
 
 DEV_SUB = "dev-user"
@@ -128,10 +129,19 @@ def _claims(sub: str, port: int) -> dict[str, str]:
             "scope": "jobs/read jobs/write", "iat": str(now), "exp": str(now + 365 * 86400)}
 
 
+def _check_local_extras() -> None:
+    missing = [name for name in ("moto", "rich", "uvicorn", "mongomock", "PIL")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DevError(f"the local stack's packages are missing ({', '.join(missing)}): run "
+                       f"`uv sync --all-extras`, or use ./infra/local/offload, which does")
+
+
 def plan_stack(options: DevOptions) -> tuple[Stack, list[str]]:
     """Ports, settings, tokens and functions; DevError when something is missing or busy."""
     from shared.config import Settings
 
+    _check_local_extras()
     notes: list[str] = []
     template, note = _load_template(options.template)
     if note:
@@ -267,16 +277,26 @@ def start_stack(stack: Stack, sup: Supervisor, cancel: threading.Event) -> str:
     return queue_url
 
 
-def _gateway_config(stack: Stack) -> Path:
+def gateway_routes(stack: Stack) -> list[RouteDef]:
+    """The template's routes; without a template, one catch-all behind the authorizer."""
     api = stack.api_plan()
-    routes = list(stack.template.routes)
-    if not routes and api is not None:
-        from infra.local.template import RouteDef
+    if stack.template.routes or api is None:
+        return list(stack.template.routes)
+    fn = api.function.logical_id
+    return [RouteDef("ANY", "$default", fn, True), RouteDef("GET", "/health", fn, False),
+            RouteDef("GET", "/swagger", fn, False)]
 
-        # No template: one catch-all route behind the authorizer, the docs and health open.
-        fn = api.function.logical_id
-        routes = [RouteDef("ANY", "$default", fn, True), RouteDef("GET", "/health", fn, False),
-                  RouteDef("GET", "/swagger", fn, False)]
+
+def needs_token(stack: Stack, method: str, path: str) -> bool:
+    """Whether the gateway's authorizer guards ``method path`` (as the template says)."""
+    for route in sorted(gateway_routes(stack), key=route_specificity):
+        if match_route(route, method, path) is not None:
+            return route.auth
+    return False
+
+
+def _gateway_config(stack: Stack) -> Path:
+    routes = gateway_routes(stack)
     pools = {p.function.logical_id: p.urls for p in stack.functions.values()
              if any(r.function == p.function.logical_id for r in routes)}
     config = GatewayConfig(
@@ -284,8 +304,7 @@ def _gateway_config(stack: Stack) -> Path:
         tokens=stack.tokens, pools=pools,
         timeouts={p.function.logical_id: p.function.timeout for p in stack.functions.values()},
     )
-    data = asdict(config)
-    return _write_private(state_dir() / "gateway.json", data)
+    return _write_private(state_dir() / "gateway.json", asdict(config))
 
 
 def _trigger_config(stack: Stack, queue_url: str) -> Path:
@@ -323,7 +342,9 @@ def banner(stack: Stack, state: StackState, took: float) -> str:
     workers = stack.options.workers
     rows = [
         ("API", f"{state.api_url}   (token {state.token} = sub {state.sub})"),
-        ("Swagger UI", state.swagger_url),
+        ("Swagger UI", state.swagger_url + (
+            "   (behind the authorizer in template.yaml: send the token)"
+            if needs_token(stack, "GET", "/swagger") else "")),
         ("Streaq UI", state.streaq_ui_url),
         ("S3/SES (moto)", f"{state.aws_endpoint_url}   (dashboard "
                           f"{state.aws_endpoint_url}/moto-api/)"),
