@@ -48,12 +48,13 @@ grep -v -i -E "^($exclude)==" "$work/locked.txt" | grep -v -i -E "^($pure_sdists
   >"$work/binary.txt" || true
 grep -i -E "^($pure_sdists)==" "$work/locked.txt" >"$work/sdist.txt" || true
 
-rm -rf "$out"
+rm -rf "${out:?}"
 mkdir -p "$out"
 # --no-deps: the export is already the full resolved closure; anything we filtered out
 # must stay out. --only-binary: a source build would compile for this machine, not Lambda.
 install() {
-  uv pip install --quiet --no-config --target "$out" --no-deps \
+  # --link-mode copy: files of its own, not hard links into the uv cache.
+  uv pip install --quiet --no-config --link-mode copy --target "$out" --no-deps \
     --python-platform "$platform" --python-version "$python_version" "$@"
 }
 install --only-binary :all: -r "$work/binary.txt"
@@ -71,7 +72,7 @@ for package in functions shared; do
   cp -R "$root/$package" "$out/$package"
 done
 # Console scripts (bin/) have a shebang for this machine's Python and nothing runs them.
-rm -rf "$out/bin"
+rm -rf "${out:?}/bin"
 find "$out" -depth -name __pycache__ -type d -exec rm -rf {} +
 # A *.pyc compiled by the local interpreter is useless to the Lambda's (another version).
 find "$out" -name '*.pyc' -delete
