@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -14,17 +12,11 @@ from beanie import PydanticObjectId
 
 from shared.config import Settings
 from shared.models import Order, User
+from tests.support import ses_messages
 from worker.tasks import emails
 from worker.tasks.emails import previous_utc_day
 
 pytestmark = pytest.mark.anyio
-
-
-def ses_messages(endpoint: str, to: str) -> list[dict[str, Any]]:
-    """Every message moto's SES accepted for ``to`` (its state API, over HTTP)."""
-    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as response:
-        messages: list[dict[str, Any]] = json.load(response)["ses"].get("Message", [])
-    return [m for m in messages if to in m["destinations"].get("ToAddresses", [])]
 
 
 def address(name: str) -> str:

@@ -14,6 +14,8 @@ import json
 import logging
 import random
 from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +33,26 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
 
 AsyncFn = Callable[..., Coroutine[Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Which try of its job the running code is on."""
+
+    tries: int
+    max_tries: int
+
+    @property
+    def last(self) -> bool:
+        return self.tries >= self.max_tries
+
+
+_attempt: ContextVar[Attempt] = ContextVar("offload_attempt")
+
+
+def current_attempt() -> Attempt:
+    """The running job's try; jobs use it to record a final failure on their last try."""
+    return _attempt.get(Attempt(tries=1, max_tries=1))
 
 
 def backoff_seconds(tries: int, *, base: float = BACKOFF_BASE_SECONDS,
@@ -67,6 +89,7 @@ def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int
                 spec.name, task.task_id, task.tries, spec.max_tries,
                 meta.get("correlation_id") or "-",
             )
+            token = _attempt.set(Attempt(task.tries, spec.max_tries))
             try:
                 with anyio.fail_after(spec.timeout_seconds):
                     return await fn(*args, **kwargs)
@@ -101,5 +124,7 @@ def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int
                         f"job exceeded its {spec.timeout_seconds}s timeout"
                     ) from exc
                 raise
+            finally:
+                _attempt.reset(token)
 
         return run

@@ -19,6 +19,7 @@ from shared.errors import PermanentJobError
 from shared.jobs import ProcessImageInput
 from worker.context import WorkerContext
 from worker.imaging import ProcessedImage, process_image
+from worker.policy import current_attempt
 from worker.tasks.base import job
 
 if TYPE_CHECKING:
@@ -65,6 +66,13 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
     except PermanentJobError as exc:
         await _drop_variants(ctx, image)
         await _set_status(image, "failed", error=str(exc)[:MAX_REASON_CHARS])
+        raise
+    except Exception as exc:
+        # A transient fault is retried; on the last try it is final, so say so on the Image
+        # instead of leaving it "processing" forever.
+        if current_attempt().last:
+            reason = f"gave up after {current_attempt().tries} tries: {type(exc).__name__}: {exc}"
+            await _set_status(image, "failed", error=reason[:MAX_REASON_CHARS])
         raise
     variants: dict[str, str] = {}
     sizes: dict[str, int] = {}
