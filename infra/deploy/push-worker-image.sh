@@ -2,13 +2,15 @@
 # Build the worker image for linux/arm64, push it to the stack's ECR repository, and
 # (with --deploy) roll the workers onto it by setting the stack's WorkerImageTag.
 #
-#   infra/deploy/push-worker-image.sh [--stack NAME] [--tag TAG] [--deploy]
+#   infra/deploy/push-worker-image.sh [--stack NAME] [--tag TAG] [--deploy] [--no-build]
 #
 #   --stack NAME  CloudFormation stack (default: $OFFLOAD_STACK or "offload")
 #   --tag TAG     image tag (default: the current git commit, plus "-dirty" when the
 #                 work tree has changes); tags are immutable, so each push needs a new one
 #   --deploy      then update the stack with WorkerImageTag=TAG, keeping every other
 #                 parameter and the deployed template as they are
+#   --no-build    skip building and pushing: roll back (or forward) to a tag already in
+#                 the repository, e.g. --tag <previous> --no-build --deploy
 #
 # Needs: aws CLI v2 with credentials for the stack's account and region (AWS_REGION or the
 # profile's), docker with buildx (arm64 builds on x86 use QEMU emulation), git.
@@ -17,12 +19,14 @@ set -euo pipefail
 stack=${OFFLOAD_STACK:-offload}
 tag=""
 deploy=0
+build=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --stack) stack=${2:?--stack needs a name}; shift 2 ;;
     --tag) tag=${2:?--tag needs a value}; shift 2 ;;
     --deploy) deploy=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -57,13 +61,18 @@ fi
 registry=${repository%%/*}
 region=$(echo "$registry" | cut -d. -f4)
 
-echo "logging in to $registry"
-aws ecr get-login-password --region "$region" \
-  | docker login --username AWS --password-stdin "$registry"
-
-echo "building and pushing $repository:$tag (linux/arm64)"
-docker buildx build --platform linux/arm64 --file worker/Dockerfile \
-  --tag "$repository:$tag" --provenance=false --push .
+if [ "$build" -eq 1 ]; then
+  echo "logging in to $registry"
+  aws ecr get-login-password --region "$region" \
+    | docker login --username AWS --password-stdin "$registry"
+  echo "building and pushing $repository:$tag (linux/arm64)"
+  docker buildx build --platform linux/arm64 --file worker/Dockerfile \
+    --tag "$repository:$tag" --provenance=false --push .
+else
+  aws ecr describe-images --region "$region" --repository-name "${repository#*/}" \
+    --image-ids imageTag="$tag" >/dev/null \
+    || { echo "no image tagged $tag in $repository" >&2; exit 1; }
+fi
 
 if [ "$deploy" -ne 1 ]; then
   echo
