@@ -25,6 +25,7 @@ from tests.test_imaging import (
     riff_chunks,
 )
 from worker.context import open_context
+from worker.policy import attempt
 from worker.tasks.images import process_uploaded_image
 
 pytestmark = pytest.mark.anyio
@@ -204,19 +205,28 @@ async def test_object_outside_the_uploads_bucket_is_refused(
     assert await Image.find_all().to_list() == []
 
 
-async def test_s3_outage_is_transient_and_leaves_the_image_processing(
+async def test_s3_outage_is_transient_until_the_last_try(
     mongo: Any, settings: Settings
 ) -> None:
     # GIVEN a worker context whose S3 endpoint refuses connections
     down = settings.model_copy(update={"aws_endpoint_url": f"http://127.0.0.1:{free_port()}"})
     async with open_context(down, redis=None) as ctx:
-        # WHEN the job runs
-        with pytest.raises(S3Unavailable):
+        # WHEN the job runs on its first of four tries
+        with attempt(1, 4), pytest.raises(S3Unavailable):
             await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
-    # THEN the error is one the retry policy retries, and the Image is not failed
+        # THEN the error is one the retry policy retries, and the Image is not failed
+        image_doc = await Image.find_one(Image.source_key == KEY)
+        assert image_doc is not None
+        assert (image_doc.status, image_doc.error) == ("processing", None)
+        # WHEN the last try fails the same way
+        with attempt(4, 4), pytest.raises(S3Unavailable):
+            await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+    # THEN the Image says it gave up, instead of staying "processing" forever
     image_doc = await Image.find_one(Image.source_key == KEY)
     assert image_doc is not None
-    assert (image_doc.status, image_doc.error) == ("processing", None)
+    assert image_doc.status == "failed"
+    assert image_doc.error is not None
+    assert image_doc.error.startswith("gave up after 4 tries: S3Unavailable")
 
 
 async def test_replacing_an_upload_with_a_non_image_drops_the_old_variants(

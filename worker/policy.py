@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,8 +52,20 @@ _attempt: ContextVar[Attempt] = ContextVar("offload_attempt")
 
 
 def current_attempt() -> Attempt:
-    """The running job's try; jobs use it to record a final failure on their last try."""
+    """The running job's try; jobs use it to record a final failure on their last try.
+    Outside the policy (a direct call) there is no retry, so the one try is the last."""
     return _attempt.get(Attempt(tries=1, max_tries=1))
+
+
+@contextmanager
+def attempt(tries: int, max_tries: int) -> Iterator[Attempt]:
+    """Run the enclosed code as try ``tries`` of ``max_tries``."""
+    current = Attempt(tries, max_tries)
+    token = _attempt.set(current)
+    try:
+        yield current
+    finally:
+        _attempt.reset(token)
 
 
 def backoff_seconds(tries: int, *, base: float = BACKOFF_BASE_SECONDS,
@@ -89,9 +102,8 @@ def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int
                 spec.name, task.task_id, task.tries, spec.max_tries,
                 meta.get("correlation_id") or "-",
             )
-            token = _attempt.set(Attempt(task.tries, spec.max_tries))
             try:
-                with anyio.fail_after(spec.timeout_seconds):
+                with attempt(task.tries, spec.max_tries), anyio.fail_after(spec.timeout_seconds):
                     return await fn(*args, **kwargs)
             except Exception as exc:
                 final = is_permanent(exc) or task.tries >= spec.max_tries
@@ -124,7 +136,5 @@ def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int
                         f"job exceeded its {spec.timeout_seconds}s timeout"
                     ) from exc
                 raise
-            finally:
-                _attempt.reset(token)
 
         return run
