@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cfnlint.api import ManualArgs, lint  # type: ignore[import-untyped]
 from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
 from shared.config import Settings
@@ -89,6 +90,10 @@ REGION = re.compile(
     r"(?:north|south|east|west|central|northeast|northwest|southeast|southwest)-\d\b"
 )
 ACCOUNT_ID = re.compile(r"(?<![\w.])\d{12}(?![\w.])")
+# The only intrinsic functions CloudFormation accepts inside Rules.
+RULE_FUNCTIONS = {"Fn::And", "Fn::Contains", "Fn::EachMemberEquals", "Fn::EachMemberIn",
+                  "Fn::Equals", "Fn::Not", "Fn::Or", "Fn::RefAll", "Fn::ValueOf",
+                  "Fn::ValueOfAll", "Ref"}
 
 
 def _transform_command() -> list[str]:
@@ -556,6 +561,33 @@ def test_nested_stacks_receive_exactly_their_parameters(cfn: dict[str, Any], sta
     assert set(passed) <= set(declared), "unknown parameters passed"
     required = {name for name, p in declared.items() if "Default" not in p}
     assert required <= set(passed), f"missing: {required - set(passed)}"
+
+
+def test_transformed_template_passes_cfn_lint(cfn: dict[str, Any]) -> None:
+    # What CloudFormation will actually be given: catches cycles and invalid properties
+    # that only appear once SAM has expanded its resources. W3002: the nested templates'
+    # local paths, which `sam deploy` uploads and rewrites.
+    matches = lint(json.dumps(cfn), config=ManualArgs(regions=["us-east-1"],
+                                                       ignore_checks=["W3002"]))
+    assert not matches, "\n".join(str(m) for m in matches)
+
+
+def test_rules_use_only_rule_functions(cfn: dict[str, Any]) -> None:
+    assert set(cfn["Rules"]) == {
+        "ExternalDatabaseNeedsUri", "ExistingVpcNeedsIds", "ExternalAuthNeedsIssuer"}
+
+    def functions(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "Ref" or key.startswith("Fn::"):
+                    yield key
+                yield from functions(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from functions(item)
+
+    used = set(functions(cfn["Rules"]))
+    assert used <= RULE_FUNCTIONS, used - RULE_FUNCTIONS
 
 
 def test_outputs_name_everything_an_operator_needs(cfn: dict[str, Any]) -> None:
