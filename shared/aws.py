@@ -13,6 +13,7 @@ from shared.config import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_ses import SESClient
 
 
@@ -40,3 +41,7 @@ def s3_client(settings: Settings) -> S3Client:
 
 def ses_client(settings: Settings) -> SESClient:
     return _client("ses", settings)  # type: ignore[no-any-return]
+
+
+def secrets_client(settings: Settings) -> SecretsManagerClient:
+    return _client("secretsmanager", settings)  # type: ignore[no-any-return]

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Redis socket timeouts: a connection that stops answering without closing is noticed
     # after this long instead of hanging forever.
     redis_socket_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How often a worker PINGs Redis through its own connections (each PING bounded by the
+    # socket timeout): a silent Redis is noticed within this plus the socket timeout, and
+    # the worker reconnects in place (worker/supervisor.py).
+    worker_redis_check_seconds: float = Field(default=5.0, gt=0)
 
     # AWS (an endpoint override points boto3 at moto's server locally)
     aws_region: str = "eu-west-1"
@@ -73,19 +77,43 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(default=10.0, gt=0)
     fetch_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
 
+    # In AWS, Lambdas get secrets as Secrets Manager ARNs (their environment is visible in
+    # the console); get_settings() resolves them into redis_url / signing_secret at cold start.
+    redis_url_secret_arn: str = ""
+    signing_secret_arn: str = ""
+
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Self:
-        if self.env == "production":
-            if self.signing_secret.get_secret_value() == DEV_SIGNING_SECRET:
+        # MongoDB is not checked here: Lambdas never open it. shared.db refuses the
+        # in-memory stand-in in production, so a worker without a URI fails at start-up.
+        if self.env == "production" and not self.signing_secret_arn:
+            secret = self.signing_secret.get_secret_value()
+            if secret == DEV_SIGNING_SECRET:
                 raise ValueError("OFFLOAD_SIGNING_SECRET must be set outside development")
-            if len(self.signing_secret.get_secret_value()) < 32:
+            if len(secret) < 32:
                 raise ValueError("OFFLOAD_SIGNING_SECRET must be at least 32 characters")
-            if not self.mongodb_uri:
-                raise ValueError("OFFLOAD_MONGODB_URI must be set outside development")
         return self
+
+
+def resolve_secrets(settings: Settings) -> Settings:
+    """Replace ``*_secret_arn`` settings by the secrets' values (one GetSecretValue each),
+    then validate the result as if the values had been given directly."""
+    sources = {"redis_url": "redis_url_secret_arn", "signing_secret": "signing_secret_arn"}
+    wanted = {field: arn_field for field, arn_field in sources.items()
+              if getattr(settings, arn_field)}
+    if not wanted:
+        return settings
+    from shared.aws import secrets_client
+
+    client = secrets_client(settings)
+    values = dict(settings)
+    for field, arn_field in wanted.items():
+        secret = client.get_secret_value(SecretId=getattr(settings, arn_field))
+        values[field], values[arn_field] = secret["SecretString"], ""
+    return Settings.model_validate(values)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment (secrets resolved)."""
+    return resolve_secrets(Settings())
