@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -119,9 +120,12 @@ def run_demo(output: Path, timeout: float, console: Console | None = None) -> in
         if state is None:
             owned, state = _start_stack(console)
         return Demo(state, output, console).run(timeout)
-    except (RuntimeError, ApiCallError, OSError) as exc:
+    except (RuntimeError, ApiCallError, OSError, httpx.HTTPError) as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         return 1
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
     finally:
         if owned is not None:
             console.print("Stopping the dev stack the demo started ...")

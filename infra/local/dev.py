@@ -19,7 +19,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from infra.local import components as c
 from infra.local.aws_services import AwsSetup
@@ -35,7 +35,7 @@ from infra.local.supervisor import (
     LogStream,
     StartupError,
     Supervisor,
-    free_port,
+    free_ports,
     port_free,
     sweep_marked,
 )
@@ -103,9 +103,9 @@ class Stack:
 # --- deciding -------------------------------------------------------------------------
 
 
-def _choose_port(requested: int, flag: str) -> int:
+def _choose_port(requested: int, flag: str, spare: list[int]) -> int:
     if requested == 0:
-        return free_port()
+        return spare.pop()
     if not port_free(requested):
         raise DevError(f"port {requested} is in use: pass {flag} N (0 picks a free port) or "
                        f"stop what is listening there")
@@ -146,9 +146,11 @@ def plan_stack(options: DevOptions) -> tuple[Stack, list[str]]:
     template, note = _load_template(options.template)
     if note:
         notes.append(note)
-    ports = c.Ports(api=_choose_port(options.port, "--port"),
-                    ui=_choose_port(options.ui_port, "--ui-port"), aws=free_port(),
-                    redis=free_port(), mongo=free_port(), fixtures=free_port())
+    containers = len(template.functions) + options.api_concurrency
+    spare = free_ports(6 + containers)
+    ports = c.Ports(api=_choose_port(options.port, "--port", spare),
+                    ui=_choose_port(options.ui_port, "--ui-port", spare), aws=spare.pop(),
+                    redis=spare.pop(), mongo=spare.pop(), fixtures=spare.pop())
     try:
         external = external_redis(os.environ.get("REDIS_URL"))
     except RedisProblem as exc:
@@ -191,7 +193,7 @@ def plan_stack(options: DevOptions) -> tuple[Stack, list[str]]:
     api = stack.api_plan()
     for plan in functions.values():
         count = options.api_concurrency if plan is api else 1
-        plan.ports = [free_port() for _ in range(count)]
+        plan.ports = [spare.pop() for _ in range(count)]
     return stack, notes
 
 
@@ -372,6 +374,24 @@ def banner(stack: Stack, state: StackState, took: float) -> str:
 # --- running --------------------------------------------------------------------------
 
 
+def _lock_state_dir() -> IO[str]:
+    """Hold ``.offload/dev.lock`` for the life of this process: one stack per directory."""
+    import fcntl
+
+    path = state_dir() / "dev.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        running = StackState.load()
+        where = f" (pid {running.supervisor_pid}, {running.api_url})" if running else ""
+        raise DevError(f"a dev stack is already starting or running in {state_dir()}{where}: "
+                       f"stop it with Ctrl-C in its terminal, or run this elsewhere") from exc
+    return handle
+
+
 def _clear_stale_stack() -> None:
     """A state file whose supervisor is gone: sweep what it left, then forget it."""
     path = state_file()
@@ -395,6 +415,7 @@ def run_dev(options: DevOptions, out: Any = None) -> int:
     """Run the stack until Ctrl-C (or SIGTERM); 0 after a clean stop."""
     log = LogStream(out)
     try:
+        lock = _lock_state_dir()
         _clear_stale_stack()
         stack, notes = plan_stack(options)
     except DevError as exc:
@@ -429,6 +450,7 @@ def run_dev(options: DevOptions, out: Any = None) -> int:
         state_file().unlink(missing_ok=True)
         forced = f" ({len(killed)} needed SIGKILL)" if killed else ""
         sup.say(f"stopped in {time.monotonic() - took:.1f} s{forced}")
+        lock.close()
     return code
 
 

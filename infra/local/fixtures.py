@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from infra.local.lifeline import exit_on_sigterm, exit_with_parent
+from infra.local.lifeline import exit_on_sigterm, exit_with_parent, say
 
 RATES = {
     "base": "EUR",
@@ -70,7 +70,7 @@ class FixtureHandler(BaseHTTPRequestHandler):
             return  # the job was aborted and hung up
 
     def log_message(self, format: str, *args: Any) -> None:
-        print(f"{self.command} {self.path} from {self.client_address[0]}", flush=True)
+        say(f"{self.command} {self.path} from {self.client_address[0]}")
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from infra.local.events import HttpRequest, http_api_event
 from infra.local.lambda_container import invoke
-from infra.local.lifeline import exit_on_sigterm, exit_with_parent
+from infra.local.lifeline import exit_on_sigterm, exit_with_parent, say
 from infra.local.template import RouteDef
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
@@ -208,8 +208,7 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(reply.body)
             elapsed = (time.monotonic() - started) * 1000
-            print(f"{self.command} {self.path} {reply.status} {elapsed:.0f}ms sub={who}",
-                  flush=True)
+            say(f"{self.command} {self.path} {reply.status} {elapsed:.0f}ms sub={who}")
 
         def _read_body(self) -> bytes | None:
             if self.headers.get("transfer-encoding", "").lower() == "chunked":

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-from infra.local.lifeline import exit_on_sigterm, exit_with_parent
+from infra.local.lifeline import exit_on_sigterm, exit_with_parent, say
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 ACCOUNT_ID = "123456789012"
@@ -118,8 +118,8 @@ class Container:
             except Exception as exc:
                 job.error = describe_error(exc)
                 job.error["requestId"] = job.context.aws_request_id
-                print(f"[ERROR] {job.error['errorType']}: {job.error['errorMessage']}\n"
-                      + "".join(job.error["stackTrace"]), flush=True)
+                say(f"[ERROR] {job.error['errorType']}: {job.error['errorMessage']}\n"
+                    + "".join(job.error["stackTrace"]).rstrip())
             job.done.set()
 
     def invoke(self, event: Any) -> Invocation:
@@ -202,8 +202,7 @@ def make_http_handler(container: Container) -> type[BaseHTTPRequestHandler]:
                 return
             self._reply(200, job.error, {"X-Amz-Function-Error": "Unhandled"})
             if job.error["errorType"] == "Sandbox.Timedout":
-                print(f"[ERROR] {job.error['errorMessage']}: discarding this environment",
-                      flush=True)
+                say(f"[ERROR] {job.error['errorMessage']}: discarding this environment")
                 os._exit(1)  # the handler thread is stuck: a new container replaces us
 
         def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""What every Python component of the dev stack does at start: die with its supervisor.
+"""What every Python component of the dev stack shares: die with its supervisor, and print
+whole lines.
 
 The supervisor stops its children itself; this covers the case where the supervisor is
 killed outright (SIGKILL, a closed terminal), which would otherwise leave orphans.
@@ -11,6 +12,15 @@ import signal
 import sys
 import threading
 import time
+
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line: the supervisor reads lines, and several threads print."""
+    with _print_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def exit_with_parent(interval: float = 0.5) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from infra.local.events import is_s3_test_event, normalise_s3_record, schedule_payload
 from infra.local.lambda_container import InvokeResult, invoke
-from infra.local.lifeline import exit_on_sigterm, exit_with_parent
+from infra.local.lifeline import exit_on_sigterm, exit_with_parent, say
 from infra.local.schedules import ScheduleExpressionError, parse_schedule
 
 MAX_RECEIVES = 3
@@ -82,7 +82,7 @@ def poll_s3_notifications(config: TriggerConfig, stop: threading.Event) -> None:
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
         except Exception as exc:  # moto restarting or the stack stopping: try again
-            print(f"s3: cannot read the notification queue: {exc}", flush=True)
+            say(f"s3: cannot read the notification queue: {exc}")
             stop.wait(1)
             continue
         for message in response.get("Messages", []):
@@ -101,12 +101,12 @@ def _deliver(config: TriggerConfig, message: dict[str, Any]) -> bool:
         return True
     keys = ", ".join(r["s3"]["object"]["key"] for r in records)
     result = invoke(config.s3_function_url, {"Records": records}, config.s3_function_timeout)
-    print(f"s3: {records[0]['eventName']} {keys} -> {_summary(result)}", flush=True)
+    say(f"s3: {records[0]['eventName']} {keys} -> {_summary(result)}")
     if result.ok:
         return True
     receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
     if receives >= MAX_RECEIVES:
-        print(f"s3: giving up on {keys} after {receives} attempts", flush=True)
+        say(f"s3: giving up on {keys} after {receives} attempts")
         return True
     return False
 
@@ -124,11 +124,11 @@ def run_schedules(config: TriggerConfig, stop: threading.Event) -> None:
         try:
             schedule = parse_schedule(target.expression, target.timezone)
         except ScheduleExpressionError as exc:
-            print(f"schedule: {target.name} will not fire by itself: {exc}", flush=True)
+            say(f"schedule: {target.name} will not fire by itself: {exc}")
             continue
         upcoming[target.name] = (schedule.next_after(origin, origin), schedule)
-        print(f"schedule: {target.name} {target.expression} next at "
-              f"{upcoming[target.name][0]:%Y-%m-%d %H:%M:%S} UTC", flush=True)
+        say(f"schedule: {target.name} {target.expression} next at "
+            f"{upcoming[target.name][0]:%Y-%m-%d %H:%M:%S} UTC")
     targets = {t.name: t for t in config.schedules}
     while upcoming and not stop.is_set():
         name, (when, schedule) = min(upcoming.items(), key=lambda item: item[1][0])
@@ -137,8 +137,12 @@ def run_schedules(config: TriggerConfig, stop: threading.Event) -> None:
             stop.wait(min(delay, 1.0))
             continue
         result = fire(targets[name], config.region, when)
-        print(f"schedule: {name} -> {_summary(result)}", flush=True)
-        upcoming[name] = (schedule.next_after(datetime.now(UTC), origin), schedule)
+        say(f"schedule: {name} -> {_summary(result)}")
+        try:
+            upcoming[name] = (schedule.next_after(datetime.now(UTC), origin), schedule)
+        except ScheduleExpressionError as exc:
+            say(f"schedule: {name} stops here: {exc}")
+            del upcoming[name]
 
 
 def main() -> None:
@@ -149,17 +153,19 @@ def main() -> None:
     exit_with_parent()
     config = TriggerConfig.load(args.config)
     stop = threading.Event()
-    threads = [
-        threading.Thread(target=poll_s3_notifications, args=(config, stop), daemon=True,
-                         name="s3"),
-        threading.Thread(target=run_schedules, args=(config, stop), daemon=True,
-                         name="schedules"),
-    ]
-    for thread in threads:
-        thread.start()
-    print("ready", flush=True)
+    threading.Thread(target=run_schedules, args=(config, stop), daemon=True,
+                     name="schedules").start()
+    poller = None
+    if config.s3_function_url:
+        poller = threading.Thread(target=poll_s3_notifications, args=(config, stop),
+                                  daemon=True, name="s3")
+        poller.start()
+    else:
+        say("s3: no function has an S3 event in the template: uploads trigger nothing")
+    say("ready")
     try:
-        while all(t.is_alive() or t.name == "schedules" for t in threads):
+        # The schedules thread ends when nothing is left to fire; the poller never should.
+        while poller is None or poller.is_alive():
             time.sleep(0.5)
     finally:
         stop.set()

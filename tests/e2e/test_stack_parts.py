@@ -269,7 +269,7 @@ def test_stop_all_terminates_groups_and_leaves_no_marked_process(tmp_path: Path)
 # --- one-line errors that say what to do --------------------------------------------------
 
 
-def test_a_busy_port_is_one_line_naming_the_flag() -> None:
+def test_a_busy_port_is_one_line_naming_the_flag(tmp_path: Path) -> None:
     import socket
 
     from infra.local.dev import DevError, DevOptions, plan_stack
@@ -279,7 +279,7 @@ def test_a_busy_port_is_one_line_naming_the_flag() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(DevError) as refused:
-            plan_stack(DevOptions(port=port, ui_port=0))
+            plan_stack(DevOptions(port=port, ui_port=0, template=tmp_path / "none.yaml"))
     assert str(refused.value).startswith(f"port {port} is in use: pass --port N")
     assert "\n" not in str(refused.value)
 
@@ -294,3 +294,14 @@ def test_missing_redis_server_says_how_to_install_it(
         redis_server_binary()
     assert "apt-get install redis-server" in str(missing.value)
     assert "brew install redis" in str(missing.value)
+
+
+def test_one_stack_per_state_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from infra.local.dev import DevError, _lock_state_dir
+
+    monkeypatch.setenv("OFFLOAD_STATE_DIR", str(tmp_path))
+    first = _lock_state_dir()
+    with pytest.raises(DevError, match="already starting or running"):
+        _lock_state_dir()
+    first.close()
+    _lock_state_dir().close()  # free again once the first stack is gone
