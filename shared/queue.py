@@ -205,7 +205,10 @@ class JobQueue:
         try:
             await ready
         except BaseException as exc:
-            self._holder = None
+            holder, self._holder = self._holder, None
+            if holder is not None:
+                with suppress(BaseException):
+                    await holder  # collect its (same) exception: no "never retrieved" warning
             raise QueueUnavailable(f"cannot connect to Redis: {exc}") from exc
 
     async def _hold(self, ready: asyncio.Future[None], stop: asyncio.Event) -> None:
@@ -439,6 +442,14 @@ class JobQueue:
             state: JobState = "aborted" if isinstance(exc, StreaqCancelled) else "failed"
             return replace(finished, status=state, error=_describe_error(exc))
         if status == TaskStatus.NOT_FOUND:
+            aborted_ms = await self.redis.get(self.keys.job(job_id) + ":aborted")
+            if aborted_ms:
+                return replace(
+                    base,
+                    status="aborted",
+                    finished_at=_ms_to_dt(aborted_ms),
+                    error={"type": "StreaqCancelled", "message": "aborted before it ran"},
+                )
             return base
         info = await streaq.info_by_id(job_id)
         progress = await self.redis.hgetall(self.keys.job(job_id) + ":run")
@@ -456,8 +467,14 @@ class JobQueue:
         if view.finished or timeout <= 0 or view.status == "expired":
             return view
         wait = timedelta(seconds=timeout)
-        with suppress(TimeoutError):
-            await self._call(lambda: self._streaq.result_by_id(job_id, timeout=wait))
+
+        async def until_done() -> None:
+            # Inside _call, whose TimeoutError means "Redis stopped answering": the poll's
+            # own deadline must not read as that.
+            with suppress(TimeoutError):
+                await self._streaq.result_by_id(job_id, timeout=wait)
+
+        await self._call(until_done)
         return await self.view(job_id, owner)
 
     # --- abort / dead letters ------------------------------------------------------------
@@ -468,6 +485,12 @@ class JobQueue:
         if view.finished or view.status == "expired":
             raise Conflict(f"job {job_id} already finished ({view.status})")
         wait = timedelta(seconds=wait_seconds)
+        # Streaq drops an aborted *scheduled* task without storing a result, so its status
+        # would read "not found"; this marker lets the view say "aborted" instead. Set first,
+        # so no read in between sees "expired"; it is only consulted for a missing task.
+        marker = self.keys.job(job_id) + ":aborted"
+        retention = self.settings.result_retention_seconds
+        await self._call(lambda: self.redis.set(marker, str(now_ms()), ex=retention))
         await self._call(lambda: self._streaq.abort_by_id(job_id, timeout=wait))
         return await self.view(job_id, owner)
 
@@ -512,39 +535,40 @@ class JobQueue:
         return await self._call(self._stats)
 
     async def _stats(self) -> QueueStats:
+        # A stream entry lives from enqueue until its task finishes. Every entry whose task
+        # has not started is backlog: never delivered, or prefetched by a worker (up to
+        # 2 x concurrency each) and waiting for a free slot. Counting only undelivered
+        # entries would hide the prefetch and keep the service from scaling out.
         streaq = self._streaq
         redis = self.redis
         now = now_ms()
-        queued = due = scheduled = 0
+        running_ids = set(await redis.smembers(streaq.prefix + ":index:running"))
+        length = due = scheduled = 0
         oldest = now
         for prio in streaq.priorities:
             stream = streaq.stream_key + prio
-            length = await redis.xlen(stream)
-            pending = 0
-            last_delivered = "0-0"
-            if length:
-                for group in await redis.xinfo_groups(stream):
-                    pending = int(group["pending"])
-                    last_delivered = str(group["last-delivered-id"])
-                first = await redis.xrange(stream, f"({last_delivered}", "+", count=1)
-                if first:
-                    oldest = min(oldest, int(first[0].field_values.get("enqueue_time") or now))
-            queued += max(0, length - pending)
+            length += await redis.xlen(stream)
+            # Entries are in enqueue order and at most len(running_ids) of them are running,
+            # so the first non-running one among that many + 1 is the oldest waiting one.
+            for entry in await redis.xrange(stream, "-", "+", count=len(running_ids) + 1):
+                values = entry.field_values
+                if values.get("task_id") not in running_ids:
+                    oldest = min(oldest, int(values.get("enqueue_time") or now))
+                    break
             delayed = streaq.queue_key + prio
             scheduled += await redis.zcard(delayed)
             due_now = await redis.zrange(delayed, 0, now, sortby=_byscore(), withscores=True)
             due += len(due_now)
             if due_now:
                 oldest = min(oldest, int(min(score for _, score in due_now)))
-        running = await redis.scard(streaq.prefix + ":index:running")
         workers = 0
         async for _ in redis.scan_iter(match=f"{streaq.prefix}:health:*", count=500):
             workers += 1
         return QueueStats(
-            queued=queued,
+            queued=max(0, length - len(running_ids)),
             due_scheduled=due,
             scheduled=scheduled - due,
-            running=running,
+            running=len(running_ids),
             workers=workers,
             oldest_age_seconds=max(0.0, (now - oldest) / 1000),
         )

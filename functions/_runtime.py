@@ -1,0 +1,293 @@
+"""What every handler in ``functions/`` shares: per-container state, identity, errors.
+
+A Lambda container handles one invocation at a time, for many invocations. It keeps one
+:class:`Container`: the settings, one event loop (:class:`shared.aio.PersistentLoop`) and a
+:class:`JobQueue` connected on that loop, so a warm invocation reuses the Redis connection.
+Handlers reach it through :func:`run`. Tests call :func:`configure` with their own settings.
+
+After a SnapStart restore the snapshot's sockets are dead: the runtime hook registered at
+the bottom of this module drops the loop and the client so the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Request, Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from coredis.exceptions import RedisError
+from pydantic import ValidationError
+
+from shared.aio import PersistentLoop
+from shared.api_models import OWNER_PATTERN
+from shared.config import Settings, get_settings
+from shared.errors import (
+    ApiError,
+    NotFound,
+    PayloadTooLarge,
+    QueueUnavailable,
+    ServiceUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from shared.queue import JobQueue
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+    from mypy_boto3_s3 import S3Client
+
+T = TypeVar("T")
+
+METRICS_NAMESPACE = "Offload"
+
+# Seconds a client should wait before retrying a 503 (Redis down or failing over).
+RETRY_AFTER_SECONDS = 5
+
+
+@dataclass
+class Container:
+    """One Lambda container's long-lived state."""
+
+    settings: Settings
+    loop: PersistentLoop = field(default_factory=PersistentLoop)
+    queue: JobQueue = field(init=False)
+    _s3: S3Client | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = JobQueue(self.settings)
+
+    @property
+    def s3(self) -> S3Client:
+        # boto3 costs ~0.3 s to import: only the routes that sign or read S3 pay for it.
+        if self._s3 is None:
+            from shared.aws import s3_client
+
+            self._s3 = s3_client(self.settings)
+        return self._s3
+
+
+_lock = threading.Lock()
+_override: Settings | None = None
+_container: Container | None = None
+
+
+def configure(settings: Settings | None) -> None:
+    """Use ``settings`` from now on (``None``: the environment's); drops the old container."""
+    global _override
+    shutdown()
+    _override = settings
+
+
+def container() -> Container:
+    """The container's state, built on first use (invalid settings raise here, loudly)."""
+    global _container
+    with _lock:
+        if _container is None:
+            _container = Container(_override or get_settings())
+        return _container
+
+
+def settings() -> Settings:
+    return container().settings
+
+
+def run(work: Callable[[JobQueue], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work(queue)`` on the container's loop, with its connected queue."""
+    state = container()
+    return state.loop.run(work(state.queue))
+
+
+def shutdown() -> None:
+    """Close the queue client and the loop (tests, between configurations)."""
+    global _container
+    with _lock:
+        state, _container = _container, None
+    if state is not None:
+        state.loop.run(state.queue.aclose())
+        state.loop.reset()
+
+
+def reset_connections() -> None:
+    """Forget the loop and the client without talking to them: their sockets are dead."""
+    global _container
+    with _lock:
+        state, _container = _container, None
+    if state is not None:
+        state.loop.reset()
+
+
+def _register_snapstart_hook() -> None:
+    # Provided by the Lambda Python runtime (SnapStart), not by PyPI.
+    try:
+        from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    register_after_restore(reset_connections)
+
+
+_register_snapstart_hook()
+
+
+# --- identity ------------------------------------------------------------------------
+
+
+_OWNER = re.compile(OWNER_PATTERN)
+
+
+def caller(request: Request) -> str:
+    """The caller's id: the JWT authorizer's ``sub`` claim (a ``Depends`` for routes)."""
+    event = request.resolved_event
+    claims = event.request_context.authorizer.jwt_claim  # type: ignore[attr-defined]
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    if not isinstance(sub, str) or not sub:
+        raise Unauthorized("the request carries no caller identity (JWT claim 'sub')")
+    if not _OWNER.match(sub):
+        raise Unauthorized("the caller identity (JWT claim 'sub') has an unsupported format")
+    return sub
+
+
+# --- request bodies ------------------------------------------------------------------
+
+
+def unreadable_body(event: dict[str, Any]) -> ApiError | None:
+    """Why the request's body is refused before routing, if it is.
+
+    Every body this API takes is UTF-8 JSON. Powertools would otherwise parse form and
+    multipart bodies too (a multipart type without a boundary escapes as a bare
+    ValueError), and a base64 body that is not UTF-8 as a UnicodeDecodeError: both are
+    answered here instead, with 413 for an oversized body before anything parses it.
+    """
+    request = APIGatewayProxyEventV2(event)
+    if not request.body:
+        return None
+    try:
+        raw = (base64.b64decode(request.body, validate=True) if request.is_base64_encoded
+               else request.body.encode("utf-8", "surrogatepass"))
+        raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ValidationFailed("the request body is not UTF-8 JSON", [
+            {"loc": ["body"], "type": "json_invalid", "msg": "the body is not UTF-8 text"}])
+    limit = settings().api_max_body_bytes
+    if len(raw) > limit:
+        return PayloadTooLarge(f"the request body is {len(raw)} bytes; the limit is {limit}",
+                               {"limit_bytes": limit})
+    media_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if media_type and media_type.lower() != "application/json":
+        return UnsupportedMediaType("send the body as application/json",
+                                    {"content_type": media_type})
+    return None
+
+
+def respond(error: ApiError, event: dict[str, Any]) -> dict[str, Any]:
+    """``error`` as the proxy integration's answer, built the way Powertools builds routes'."""
+    builder = ResponseBuilder[APIGatewayProxyEventV2](render(error))
+    return builder.build(APIGatewayProxyEventV2(event))
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None) -> Response[dict[str, Any]]:
+    """The API's one error shape: ``{"error": {"code", "message", "details"}}``."""
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": {"code": code, "message": message, "details": details}},
+        headers=headers or {},
+    )
+
+
+def count(metric: str, **dimensions: str) -> None:
+    """Emit one EMF count in the ``Offload`` namespace, with its own dimensions."""
+    with single_metric(name=metric, unit=MetricUnit.Count, value=1,
+                       namespace=METRICS_NAMESPACE, default_dimensions=dimensions):
+        pass
+
+
+def render(error: ApiError) -> Response[dict[str, Any]]:
+    """An :class:`ApiError` with its status (and ``Retry-After`` when it is a 503), counted
+    as ``RequestsRejected`` by code."""
+    count("RequestsRejected", code=error.code)
+    headers: dict[str, str] = {}
+    if isinstance(error, ServiceUnavailable):
+        headers["Retry-After"] = str(error.retry_after)
+    return error_response(error.status_code, error.code, error.message, error.details, headers)
+
+
+def field_errors(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Pydantic-style errors as ``{loc, type, msg}``: no input echoed, no Python internals."""
+    return [
+        {
+            "loc": [*prefix, *(p if isinstance(p, int) else str(p) for p in e.get("loc", ()))],
+            "type": str(e.get("type", "invalid")),
+            "msg": str(e.get("msg", "invalid value")),
+        }
+        for e in errors
+    ]
+
+
+def _unavailable() -> Response[dict[str, Any]]:
+    return render(ServiceUnavailable("the job queue is unavailable; try again shortly",
+                                     retry_after=RETRY_AFTER_SECONDS))
+
+
+def install_error_handlers(app: APIGatewayHttpResolver, logger: Logger) -> None:
+    """Map every error to the one error shape, once, for ``app``."""
+
+    def queue_unavailable(error: Exception) -> Response[dict[str, Any]]:
+        # RedisError beyond connection faults: READONLY or LOADING during a failover.
+        logger.warning("queue unavailable: %s", error, exc_info=error)
+        return render(ServiceUnavailable("the job queue is unavailable; try again shortly",
+                                         retry_after=RETRY_AFTER_SECONDS))
+
+    def invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
+        return render(ValidationFailed("the request is invalid", field_errors(error.errors())))
+
+    def invalid_input(error: ValidationError) -> Response[dict[str, Any]]:
+        # Raised by a catalogue input model: the errors are the body's.
+        details = field_errors(error.errors(include_url=False), prefix=("body",))
+        return render(ValidationFailed("the job input is invalid", details))
+
+    def unsupported_type(error: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
+        return render(UnsupportedMediaType("send the body as application/json"))
+
+    def no_route(error: NotFoundError) -> Response[dict[str, Any]]:
+        return render(NotFound("no such route"))
+
+    def service_error(error: ServiceError) -> Response[dict[str, Any]]:
+        status = HTTPStatus(error.status_code)
+        return error_response(status, status.phrase.lower().replace(" ", "_"), str(error.msg))
+
+    def unexpected(error: Exception) -> Response[dict[str, Any]]:
+        logger.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error")
+
+    handlers: list[tuple[type[Exception] | list[type[Exception]], Callable[[Any], Any]]] = [
+        (ApiError, render),
+        ([QueueUnavailable, RedisError], queue_unavailable),
+        (RequestValidationError, invalid_request),
+        (ValidationError, invalid_input),
+        (RequestUnsupportedContentType, unsupported_type),
+        (NotFoundError, no_route),
+        (ServiceError, service_error),
+        (Exception, unexpected),  # the most specific handler wins, so this is last resort
+    ]
+    for errors, handler in handlers:
+        app.exception_handler(errors)(handler)

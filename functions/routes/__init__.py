@@ -1,0 +1,42 @@
+"""The API's routes, one ``Router`` per resource; ``functions.api`` joins them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.api_models import ErrorBody
+
+SERVICE = "offload-api"
+JSON = "application/json"
+
+
+def responses(status: int, model: type[BaseModel], description: str,
+              *errors: int) -> dict[int, Any]:
+    """OpenAPI ``responses``: the success body, and the error statuses with the one error
+    body (Powertools documents only these once a route names any)."""
+    documented: dict[int, Any] = {
+        status: {"description": description, "content": {JSON: {"model": model}}}
+    }
+    for error in errors:
+        documented[error] = {
+            "description": _DESCRIPTIONS[error],
+            "content": {JSON: {"model": ErrorBody}},
+        }
+    return documented
+
+
+_DESCRIPTIONS = {
+    401: "No caller identity (JWT `sub` claim).",
+    403: "The job may not be enqueued over HTTP.",
+    404: "Unknown, or belongs to another caller.",
+    409: "Conflicts with the current state (or another use of the Idempotency-Key).",
+    413: "The body is over the configured limit.",
+    415: "The body is not JSON.",
+    422: "Invalid body or parameters; `details` lists each field error.",
+    503: "Redis is unreachable; retry after `Retry-After` seconds.",
+}
+
+# Every route that reads Redis may answer these.
+COMMON = (401, 415, 422, 503)

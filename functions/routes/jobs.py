@@ -1,0 +1,226 @@
+"""``/jobs``: enqueue a catalogue job, read it (long-poll), abort it, list and retry dead
+letters. Every job belongs to the caller who enqueued it; anyone else gets 404."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from pydantic import AwareDatetime
+
+from functions import _runtime as runtime
+from functions.routes import COMMON, SERVICE, responses
+from shared.api_models import (
+    JOB_ID_PATTERN,
+    DeadLetterLinks,
+    DeadLetterPage,
+    DeadLetterPublic,
+    JobAccepted,
+    JobCreate,
+    JobErrorPublic,
+    JobLinks,
+    JobPublic,
+)
+from shared.errors import Forbidden, NotFound, ValidationFailed
+from shared.jobs import CATALOGUE
+from shared.queue import DeadLetter, EnqueuedJob, JobView
+
+logger = Logger(service=SERVICE, child=True)
+router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]  # untyped __init__
+
+# Long-polls end before API Gateway's 30 s integration timeout.
+MAX_WAIT_SECONDS = 20
+MAX_DELAY_SECONDS = 30 * 24 * 3600
+
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's id.")]
+Caller = Annotated[str, Depends(runtime.caller)]
+
+
+_HTTP_JOBS = [spec.name for spec in CATALOGUE.values() if spec.http_enqueueable]
+
+
+def _enqueueable() -> str:
+    lines = [
+        f"- `{spec.name}` ({', '.join(spec.input_model.model_fields) or 'no input'}): "
+        f"{spec.description}"
+        for spec in CATALOGUE.values()
+        if spec.http_enqueueable
+    ]
+    return "\n".join(lines)
+
+
+@router.post(
+    "/jobs/<name>",
+    status_code=202,
+    summary="Enqueue a job",
+    description=(
+        "The body is the job's input, validated against its catalogue model (the request "
+        "schema lists each job's). Jobs callers may enqueue:\n\n" + _enqueueable()
+    ),
+    responses=responses(202, JobAccepted, "Enqueued (or the job an Idempotency-Key already made).",
+                        *COMMON, 403, 404, 409, 413),
+    tags=["jobs"],
+)
+def create_job(
+    name: Annotated[str, Path(max_length=64, description="A catalogue job name.",
+                              examples=_HTTP_JOBS)],
+    body: Annotated[JobCreate, Body()],
+    owner: Caller,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="idempotency-key",
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="The same key from the same caller within 24 h returns the same job.",
+        ),
+    ] = None,
+    delay_seconds: Annotated[
+        int | None, Query(ge=0, le=MAX_DELAY_SECONDS, description="Run after this delay.")
+    ] = None,
+    run_at: Annotated[AwareDatetime | None, Query(description="Run at this time.")] = None,
+    priority: Annotated[str | None, Query(max_length=32)] = None,
+) -> JobAccepted:
+    spec = CATALOGUE.get(name)
+    if spec is None:
+        raise NotFound(f"unknown job {name!r}")
+    if not spec.http_enqueueable:
+        raise Forbidden(f"job {name!r} cannot be enqueued over HTTP")
+    _check_schedule(delay_seconds, run_at, priority)
+    job = runtime.run(
+        lambda q: q.enqueue(
+            name,
+            body.root,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            delay_seconds=delay_seconds,
+            run_at=run_at,
+            priority=priority,
+            correlation_id=logger.get_correlation_id(),
+        )
+    )
+    if job.created:
+        runtime.count("JobsEnqueued", job=name, source="api")
+    logger.info("job enqueued", extra={"job_id": job.id, "job": name, "new_job": job.created})
+    return _accepted(job)
+
+
+def _check_schedule(delay: int | None, run_at: datetime | None, priority: str | None) -> None:
+    problems = []
+    if delay is not None and run_at is not None:
+        problems.append({"loc": ["query", "run_at"], "type": "conflict",
+                         "msg": "give delay_seconds or run_at, not both"})
+    allowed = runtime.settings().priorities
+    if priority is not None and priority not in allowed:
+        problems.append({"loc": ["query", "priority"], "type": "literal_error",
+                         "msg": f"priority must be one of {', '.join(allowed)}"})
+    if problems:
+        raise ValidationFailed("the request is invalid", problems)
+
+
+@router.get(
+    "/jobs/<job_id>",
+    summary="Read a job (optionally long-poll until it finishes)",
+    responses=responses(200, JobPublic, "The job.", *COMMON, 404),
+    tags=["jobs"],
+)
+def read_job(
+    job_id: JobId,
+    owner: Caller,
+    wait: Annotated[
+        int,
+        Query(ge=0, le=MAX_WAIT_SECONDS,
+              description="Seconds to wait for the job to finish (capped by configuration)."),
+    ] = 0,
+) -> JobPublic:
+    timeout = min(wait, runtime.settings().api_max_wait_seconds)
+    return _public(runtime.run(lambda q: q.wait(job_id, owner, timeout)))
+
+
+@router.delete(
+    "/jobs/<job_id>",
+    summary="Abort a queued, scheduled or running job",
+    description="409 when it already finished. A queued job is marked and never runs; "
+    "`status` reads `aborted` once a worker (or the scheduler) confirmed.",
+    responses=responses(200, JobPublic, "The job after the abort request.", *COMMON, 404, 409),
+    tags=["jobs"],
+)
+def abort_job(job_id: JobId, owner: Caller) -> JobPublic:
+    view = runtime.run(lambda q: q.abort(job_id, owner))
+    logger.info("job abort requested", extra={"job_id": job_id, "status": view.status})
+    return _public(view)
+
+
+@router.get(
+    "/jobs",
+    summary="The caller's dead letters (jobs that failed for good)",
+    responses=responses(200, DeadLetterPage, "Newest first.", *COMMON),
+    tags=["jobs"],
+)
+def list_failed(
+    owner: Caller,
+    status: Annotated[Literal["failed"], Query(description="Only `failed` is listed.")],
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> DeadLetterPage:
+    letters = runtime.run(lambda q: q.dead_letters(owner, limit))
+    return DeadLetterPage(items=[_dead_letter(letter) for letter in letters])
+
+
+@router.post(
+    "/jobs/<job_id>/retry",
+    status_code=202,
+    summary="Enqueue a dead letter again, as a new job",
+    responses=responses(202, JobAccepted, "The new job.", *COMMON, 404),
+    tags=["jobs"],
+)
+def retry_job(job_id: JobId, owner: Caller) -> JobAccepted:
+    job = runtime.run(
+        lambda q: q.retry_dead_letter(job_id, owner, correlation_id=logger.get_correlation_id())
+    )
+    runtime.count("JobsEnqueued", job=job.name, source="retry")
+    return _accepted(job)
+
+
+def _links(job_id: str) -> JobLinks:
+    return JobLinks(self=f"/jobs/{job_id}")
+
+
+def _accepted(job: EnqueuedJob) -> JobAccepted:
+    status = "expired" if job.status == "unknown" else job.status
+    return JobAccepted(id=job.id, name=job.name, status=status, links=_links(job.id))
+
+
+def _public(view: JobView) -> JobPublic:
+    status = "expired" if view.status == "unknown" else view.status
+    return JobPublic(
+        id=view.id,
+        name=view.name,
+        status=status,
+        tries=view.tries,
+        enqueued_at=view.enqueued_at,
+        scheduled_for=view.scheduled_for,
+        started_at=view.started_at,
+        finished_at=view.finished_at,
+        result=view.result,
+        error=JobErrorPublic(**view.error) if view.error else None,
+        steps=list(view.steps),
+        links=_links(view.id),
+    )
+
+
+def _dead_letter(letter: DeadLetter) -> DeadLetterPublic:
+    return DeadLetterPublic(
+        id=letter.id,
+        name=letter.name,
+        payload=letter.payload,
+        error_type=letter.error_type,
+        error=letter.error,
+        tries=letter.tries,
+        failed_at=letter.failed_at,
+        links=DeadLetterLinks(self=f"/jobs/{letter.id}", retry=f"/jobs/{letter.id}/retry"),
+    )

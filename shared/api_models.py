@@ -1,0 +1,214 @@
+"""The HTTP API's bodies, named by role, and the upload-key contract.
+
+``...Create`` is what a caller sends, ``...Public`` what the API answers, ``ErrorBody`` the
+one error shape every status shares. ``UploadKey`` is the S3 key layout both the API (which
+signs an upload for it) and the S3 handler (which enqueues the image job) derive ids from.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+
+from shared.jobs import CATALOGUE
+from shared.queue import deterministic_job_id
+
+# What process_uploaded_image can open (worker/imaging.py's ALLOWED_FORMATS, as MIME types).
+ImageContentType = Literal[
+    "image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff", "image/avif"
+]
+IMAGE_CONTENT_TYPES: frozenset[str] = frozenset(get_args(ImageContentType))
+
+JobStatus = Literal["queued", "scheduled", "running", "done", "failed", "aborted", "expired"]
+
+# A caller id becomes an S3 key segment: no "/", nothing S3 or a shell would mangle.
+OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@|+-]{0,127}$"
+# uuid4 hex, plus "-N" for the steps of a pipeline.
+JOB_ID_PATTERN = r"^[0-9a-f]{32}(-[0-9]{1,2})?$"
+# POST /uploads mints uuid4 hex; any short alphanumeric id (a ULID, say) parses too.
+_UPLOAD_ID = re.compile(r"^[0-9A-Za-z]{6,64}$")
+_OWNER = re.compile(OWNER_PATTERN)
+
+
+class PublicModel(BaseModel):
+    """Base of response bodies: unknown fields are a bug, not something to pass on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+# The inside of every error response.
+class ErrorPublic(PublicModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `not_found`.")
+    message: str
+    details: Any = Field(default=None, description="Field errors for 422, else context.")
+
+
+# Every non-2xx body: {"error": {"code", "message", "details"}}.
+class ErrorBody(PublicModel):
+    error: ErrorPublic
+
+
+# One entry of a 422's details.
+class FieldError(PublicModel):
+    loc: list[str | int]
+    type: str
+    msg: str
+
+
+# --- jobs ----------------------------------------------------------------------------
+
+
+def _job_inputs_schema(schema: dict[str, Any]) -> None:
+    # Built when the OpenAPI document is, not at import: documents every job a caller may
+    # enqueue over HTTP (the route itself validates against the one its path names).
+    schema["anyOf"] = [
+        {**spec.input_model.model_json_schema(), "title": spec.name}
+        for spec in CATALOGUE.values()
+        if spec.http_enqueueable
+    ]
+
+
+# What a caller posts to create a job: the input of the job named in the path.
+class JobCreate(RootModel[dict[str, Any]]):
+    model_config = ConfigDict(json_schema_extra=_job_inputs_schema)
+
+
+# Where a job can be read (and aborted, with DELETE).
+class JobLinks(PublicModel):
+    self: str
+
+
+# 202 to POST /jobs/{name} and POST /jobs/{id}/retry.
+class JobAccepted(PublicModel):
+    id: str
+    name: str
+    status: JobStatus
+    links: JobLinks
+
+
+# Why a job failed: the exception's type and message.
+class JobErrorPublic(PublicModel):
+    type: str
+    message: str
+
+
+# GET /jobs/{id}: everything a caller may know about one of their jobs.
+class JobPublic(PublicModel):
+    id: str
+    name: str
+    status: JobStatus = Field(
+        description="`expired`: finished longer ago than the result retention."
+    )
+    tries: int
+    enqueued_at: datetime | None = None
+    scheduled_for: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: Any = Field(default=None, description="The job's return value, when done.")
+    error: JobErrorPublic | None = None
+    steps: list[str] = Field(default_factory=list, description="Step job ids of a pipeline.")
+    links: JobLinks
+
+
+# Links of a dead letter: the failed job, and how to enqueue it again.
+class DeadLetterLinks(PublicModel):
+    self: str
+    retry: str
+
+
+# One job that failed for good.
+class DeadLetterPublic(PublicModel):
+    id: str
+    name: str
+    payload: dict[str, Any]
+    error_type: str
+    error: str
+    tries: int
+    failed_at: datetime
+    links: DeadLetterLinks
+
+
+# GET /jobs?status=failed: the caller's dead letters, newest first.
+class DeadLetterPage(PublicModel):
+    items: list[DeadLetterPublic]
+
+
+# --- uploads -------------------------------------------------------------------------
+
+
+# POST /uploads: the file the caller is about to upload.
+class UploadCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=200)
+    content_type: ImageContentType
+    size: int = Field(ge=1, description="Bytes; at most the configured upload limit.")
+
+    @field_validator("filename")
+    @classmethod
+    def _one_plain_segment(cls, name: str) -> str:
+        if name in {".", ".."} or any(c in name for c in "/\\") or not name.isprintable():
+            raise ValueError("filename must be one printable path segment without / or \\")
+        if name != name.strip():
+            raise ValueError("filename must not start or end with whitespace")
+        return name
+
+
+# Links of an upload: the job the uploaded image will get (404 until the upload lands).
+class UploadLinks(PublicModel):
+    job: str
+
+
+# 201 to POST /uploads: a browser-style presigned POST and the ids it leads to.
+class UploadPublic(PublicModel):
+    upload_id: str
+    job_id: str
+    key: str
+    url: str
+    fields: dict[str, str] = Field(description="Form fields to send before the file.")
+    expires_at: str = Field(description="When the signature expires (ISO 8601, UTC).")
+    max_bytes: int
+    links: UploadLinks
+
+
+class UploadKey(BaseModel):
+    """``uploads/{owner}/{upload_id}/{filename}``: who uploaded what, readable from S3 alone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str = Field(pattern=OWNER_PATTERN)
+    upload_id: str = Field(pattern=_UPLOAD_ID.pattern)
+    filename: str
+
+    def __str__(self) -> str:
+        return f"uploads/{self.owner}/{self.upload_id}/{self.filename}"
+
+    @classmethod
+    def parse(cls, key: str) -> UploadKey | None:
+        """The parts of a decoded key, or None when it was not made by ``POST /uploads``."""
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "uploads":
+            return None
+        _, owner, upload_id, filename = parts
+        if not (_OWNER.match(owner) and _UPLOAD_ID.match(upload_id) and filename):
+            return None
+        return cls(owner=owner, upload_id=upload_id, filename=filename)
+
+    def job_id(self, bucket: str) -> str:
+        """The image job's id. Bucket and key alone: the API promises it before the upload
+        exists, when neither ETag nor version id is known (the upload id keeps it unique)."""
+        return deterministic_job_id("upload", bucket, str(self))
+
+
+# --- health --------------------------------------------------------------------------
+
+
+# GET /health: the API can reach Redis.
+class HealthPublic(PublicModel):
+    status: Literal["ok"]
