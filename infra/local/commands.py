@@ -40,6 +40,8 @@ def _add_dev(sub: Subparsers) -> None:
     p.add_argument("--token", default=None,
                    help="the dev bearer token (default: OFFLOAD_DEV_TOKEN or a random one)")
     p.add_argument("--template", type=Path, default=None, help="the SAM template to mirror")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop when the process that started this one exits (for tools)")
     p.set_defaults(func=_dev)
 
 
@@ -85,7 +87,7 @@ def _dev(args: argparse.Namespace) -> int:
 
     options = DevOptions(port=args.port, ui_port=args.ui_port, workers=args.workers,
                          api_concurrency=max(1, args.api_concurrency), fire=args.fire,
-                         token=args.token)
+                         token=args.token, exit_with_parent=args.exit_with_parent)
     if args.template is not None:
         options.template = args.template.resolve()
     return run_dev(options)

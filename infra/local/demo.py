@@ -82,20 +82,28 @@ def _start_stack(console: Console) -> tuple[subprocess.Popen[bytes], StackState]
     console.print(f"No dev stack is running here: starting one (its log: {log_path})")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "dev", "--port", "0", "--ui-port", "0"],
+            [sys.executable, "-m", "shared.cli", "dev", "--port", "0", "--ui-port", "0",
+             "--exit-with-parent"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the demo, which stops the stack itself
         )
+    try:
+        return proc, _wait_until_up(proc, log_path)
+    except BaseException:  # Ctrl-C included: never leave the stack behind
+        _stop_stack(proc)
+        raise
+
+
+def _wait_until_up(proc: subprocess.Popen[bytes], log_path: Path) -> StackState:
     deadline = time.monotonic() + STACK_START_TIMEOUT
     while time.monotonic() < deadline:
         state = StackState.load()
         if state is not None and state.supervisor_pid == proc.pid:
-            return proc, state
+            return state
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-12:]
             raise RuntimeError("the dev stack did not start:\n" + "\n".join(tail))
         time.sleep(0.2)
-    _stop_stack(proc)
     raise RuntimeError(f"the dev stack was not up after {STACK_START_TIMEOUT:.0f} s "
                        f"(see {log_path})")
 

@@ -61,6 +61,7 @@ class DevOptions:
     template: Path = c.REPO_ROOT / "template.yaml"
     ready_timeout: float = 90.0
     grace: float = 4.0
+    exit_with_parent: bool = False  # for tools that start a stack for themselves
 
 
 @dataclass
@@ -426,6 +427,8 @@ def run_dev(options: DevOptions, out: Any = None) -> int:
         sup.say(note)
     stop = threading.Event()
     _install_signals(stop, sup)
+    if options.exit_with_parent:
+        _stop_with_parent(stop)
     started = time.monotonic()
     code = 0
     try:
@@ -462,6 +465,17 @@ def _install_signals(stop: threading.Event, sup: Supervisor) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
+
+
+def _stop_with_parent(stop: threading.Event) -> None:
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def _supervise(sup: Supervisor, stop: threading.Event) -> int:

@@ -79,7 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "dev", "--port", "0", "--ui-port", "0",
-             "--workers", "1"],
+             "--workers", "1", "--exit-with-parent"],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
