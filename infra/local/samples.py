@@ -26,7 +26,6 @@ class Sample:
     content_type: str
     data: bytes
     display_size: tuple[int, int]  # width, height once EXIF orientation is applied
-    transparent: bool
 
 
 def _displayed_photo() -> object:
@@ -53,7 +52,7 @@ def exif_rotated_jpeg() -> Sample:
     exif[0x0112] = 6  # Orientation
     out = io.BytesIO()
     stored.save(out, "JPEG", quality=90, exif=exif.tobytes())
-    return Sample("holiday photo (1).jpg", "image/jpeg", out.getvalue(), DISPLAY_SIZE, False)
+    return Sample("holiday photo (1).jpg", "image/jpeg", out.getvalue(), DISPLAY_SIZE)
 
 
 def transparent_png() -> Sample:
@@ -64,7 +63,7 @@ def transparent_png() -> Sample:
     ImageDraw.Draw(image).ellipse((40, 40, 280, 280), fill=(*GREEN, 255))
     out = io.BytesIO()
     image.save(out, "PNG")
-    return Sample("logo.png", "image/png", out.getvalue(), LOGO_SIZE, True)
+    return Sample("logo.png", "image/png", out.getvalue(), LOGO_SIZE)
 
 
 def all_samples() -> list[Sample]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,6 @@ class StackState:
     pids: dict[str, int]
     env: dict[str, str]
     started_at: float
-    log_file: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path | None = None) -> Path:
         """Write atomically, so a reader never sees half a file."""

@@ -110,13 +110,6 @@ class Template:
     s3_triggers: tuple[S3Trigger, ...]
     schedules: tuple[ScheduleDef, ...]
 
-    def function_for_handler(self, module: str) -> FunctionDef | None:
-        """The function whose handler lives in ``module`` (``functions.api``), if any."""
-        for fn in self.functions.values():
-            if fn.handler.rpartition(".")[0] in (module, module.rpartition(".")[2]):
-                return fn
-        return None
-
     def schedule(self, name: str) -> ScheduleDef:
         for schedule in self.schedules:
             if name in schedule.names:
