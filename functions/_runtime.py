@@ -24,10 +24,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Request, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
-from aws_lambda_powertools.event_handler.openapi.exceptions import (
-    RequestUnsupportedContentType,
-    RequestValidationError,
-)
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from coredis.exceptions import RedisError
@@ -124,7 +121,9 @@ def shutdown() -> None:
 
 
 def reset_connections() -> None:
-    """Forget the loop and the client without talking to them: their sockets are dead."""
+    """Drop the loop and the client, for the SnapStart after-restore hook: connections
+    made before the snapshot are dead after a restore, so no graceful close is attempted
+    (closing the loop cancels their tasks); the next call connects afresh."""
     global _container
     with _lock:
         state, _container = _container, None
@@ -217,8 +216,9 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 def count(metric: str, **dimensions: str) -> None:
     """Emit one EMF count in the ``Offload`` namespace, with its own dimensions."""
     with single_metric(name=metric, unit=MetricUnit.Count, value=1,
-                       namespace=METRICS_NAMESPACE, default_dimensions=dimensions):
-        pass
+                       namespace=METRICS_NAMESPACE) as emf:
+        for name, value in dimensions.items():
+            emf.add_dimension(name=name, value=value)
 
 
 def render(error: ApiError) -> Response[dict[str, Any]]:
@@ -243,11 +243,6 @@ def field_errors(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[di
     ]
 
 
-def _unavailable() -> Response[dict[str, Any]]:
-    return render(ServiceUnavailable("the job queue is unavailable; try again shortly",
-                                     retry_after=RETRY_AFTER_SECONDS))
-
-
 def install_error_handlers(app: APIGatewayHttpResolver, logger: Logger) -> None:
     """Map every error to the one error shape, once, for ``app``."""
 
@@ -265,9 +260,6 @@ def install_error_handlers(app: APIGatewayHttpResolver, logger: Logger) -> None:
         details = field_errors(error.errors(include_url=False), prefix=("body",))
         return render(ValidationFailed("the job input is invalid", details))
 
-    def unsupported_type(error: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
-        return render(UnsupportedMediaType("send the body as application/json"))
-
     def no_route(error: NotFoundError) -> Response[dict[str, Any]]:
         return render(NotFound("no such route"))
 
@@ -284,7 +276,6 @@ def install_error_handlers(app: APIGatewayHttpResolver, logger: Logger) -> None:
         ([QueueUnavailable, RedisError], queue_unavailable),
         (RequestValidationError, invalid_request),
         (ValidationError, invalid_input),
-        (RequestUnsupportedContentType, unsupported_type),
         (NotFoundError, no_route),
         (ServiceError, service_error),
         (Exception, unexpected),  # the most specific handler wins, so this is last resort

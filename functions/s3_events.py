@@ -64,8 +64,9 @@ def _image_job(record: S3RecordModel) -> ImageJob | None:
     bucket = record.s3.bucket.name
     key = unquote_plus(obj.key)  # S3 URL-encodes keys in notifications ("+" is a space)
     upload = UploadKey.parse(key)
-    if upload is None:
-        logger.info("ignoring a key not made by POST /uploads", extra={"key": key})
+    if upload is None or bucket != runtime.settings().uploads_bucket:
+        logger.info("ignoring an object not uploaded through POST /uploads",
+                    extra={"bucket": bucket, "key": key})
         runtime.count("UploadsIgnored")
         return None
     payload: dict[str, Any] = {

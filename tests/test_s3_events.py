@@ -147,6 +147,14 @@ def test_keys_that_are_not_uploads_are_ignored(
     assert emf(capsys.readouterr().out, "UploadsIgnored")
 
 
+def test_records_from_another_bucket_are_ignored(
+    container: LambdaContainer, settings: Settings
+) -> None:
+    rec = record(settings, upload_key(), size=10, etag="e")
+    rec["s3"]["bucket"]["name"] = settings.results_bucket
+    assert invoke(container, rec) == {"records": 1, "jobs": 0, "new_jobs": 0}
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "declared_size", "reason"),
     [
