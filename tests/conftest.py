@@ -169,6 +169,11 @@ async def worker(settings: Settings, mongo: Any) -> AsyncIterator[Any]:
     async with anyio.create_task_group() as tg:
         await tg.start(w.run_async)
         yield w
+        # Let jobs a test left running finish (bounded), so cancelling the worker does not
+        # cut their Redis writes mid-pipeline.
+        with anyio.move_on_after(10):
+            while w.running():
+                await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
 
 
