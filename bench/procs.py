@@ -1,0 +1,149 @@
+"""Processes the benchmarks start: candidate children, a private redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PYVIPS_PACKAGES = ("pyvips", "pyvips-binary")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without ``OFFLOAD_*`` settings (each benchmark sets its own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    env.update(extra)
+    return env
+
+
+def python_command(*args: str, with_packages: tuple[str, ...] = ()) -> list[str]:
+    """``python ARGS`` in the project's environment; with ``with_packages``, in an overlay
+    that adds them (``uv run --with``) without touching the project's dependencies."""
+    if not with_packages:
+        return [sys.executable, *args]
+    uv = shutil.which("uv")
+    if uv is None:
+        raise RuntimeError("uv is not on PATH: needed to add " + ", ".join(with_packages))
+    extra = [part for package in with_packages for part in ("--with", package)]
+    return [uv, "run", "--no-sync", *extra, "python", *args]
+
+
+class Child:
+    """A ``bench.child serve`` process: one JSON request, one JSON reply, in turn."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.command = command
+        self.proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+
+    def call(self, op: str, **request: Any) -> Any:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"op": op, **request}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            stderr = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"{' '.join(self.command)} died:\n{stderr[-3000:]}")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise RuntimeError(f"{' '.join(self.command)}: {op} failed: {reply['error']}")
+        return reply["result"]
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def run_json(command: list[str], env: dict[str, str], timeout: float = 300) -> Any:
+    """Run ``command`` and parse the last line of its stdout as JSON."""
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n"
+                           f"{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port, no persistence: never the shared one."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="offload-bench-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def version(self) -> str:
+        binary = shutil.which("redis-server") or "redis-server"
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             check=False).stdout
+        for part in out.split():
+            if part.startswith("v="):
+                return part[2:]
+        return out.strip()
+
+    def __enter__(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
