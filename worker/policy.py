@@ -77,6 +77,28 @@ def backoff_seconds(tries: int, *, base: float = BACKOFF_BASE_SECONDS,
     return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What the policy applies to one task: its name, its tries and its timeout."""
+
+    name: str
+    max_tries: int
+    timeout_seconds: float | None
+
+
+def rules_for(worker: Worker[Any], fn_name: str) -> Rules:
+    """A catalogue job's options; for any other task registered on ``worker`` (a benchmark's
+    no-op, an operator's one-off), the ones it was registered with (no ``max_tries``: one
+    try; no ``timeout``: none)."""
+    spec = CATALOGUE.get(fn_name)
+    if spec is not None:
+        return Rules(spec.name, spec.max_tries, spec.timeout_seconds)
+    registered = worker.registry[fn_name]
+    timeout = registered.timeout
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    return Rules(fn_name, registered.max_tries or 1, seconds)
+
+
 def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, PermanentJobError | ValidationError)
 
@@ -89,7 +111,7 @@ def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int
     def retry_policy(fn: AsyncFn) -> AsyncFn:
         async def run(*args: Any, **kwargs: Any) -> Any:
             task = retry_policy.context
-            spec = CATALOGUE[task.fn_name]
+            spec = rules_for(worker, task.fn_name)
             redis = worker.redis
             meta_raw = await redis.get(keys.job(task.task_id))
             meta: dict[str, str] = json.loads(meta_raw) if meta_raw else {}

@@ -1,0 +1,80 @@
+"""The retry policy on tasks outside the job catalogue: they run under it with the options
+they were registered with (a benchmark's no-op job, an operator's one-off task)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+from streaq import Worker
+
+from shared.config import Settings
+from shared.jobs import CATALOGUE
+from shared.queue import Keys, make_streaq
+from worker.policy import Rules, rules_for
+
+
+def test_catalogue_jobs_follow_the_catalogue() -> None:
+    spec = CATALOGUE["process_uploaded_image"]
+    bare: Worker[Any] = Worker(redis_url="redis://127.0.0.1:1/0")
+    assert rules_for(bare, spec.name) == Rules(spec.name, spec.max_tries, spec.timeout_seconds)
+
+
+def test_other_tasks_follow_their_registration() -> None:
+    # GIVEN tasks registered with and without options
+    w: Worker[Any] = Worker(redis_url="redis://127.0.0.1:1/0")
+
+    @w.task(name="with_options", max_tries=2, timeout=timedelta(seconds=5))
+    async def with_options() -> None: ...
+
+    @w.task(name="without_options", max_tries=None, timeout=None)
+    async def without_options() -> None: ...
+
+    # THEN their rules are what they were registered with (no max_tries: a single try)
+    assert rules_for(w, "with_options") == Rules("with_options", 2, 5.0)
+    assert rules_for(w, "without_options") == Rules("without_options", 1, None)
+    with pytest.raises(KeyError):
+        rules_for(w, "never_registered")
+
+
+@pytest.fixture
+async def policy_worker(settings: Settings, mongo: Any) -> AsyncIterator[Worker[Any]]:
+    from worker.app import build_worker
+
+    w = build_worker(settings, concurrency=4)
+    calls: list[int] = []
+
+    @w.task(name="flaky", max_tries=2)
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first try fails")
+        return "ok"
+
+    w.handle_signals = False
+    async with anyio.create_task_group() as tg:
+        await tg.start(w.run_async)
+        yield w
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_non_catalogue_task_runs_and_retries_under_the_policy(
+    settings: Settings, policy_worker: Worker[Any]
+) -> None:
+    # GIVEN a task outside the catalogue that fails its first try
+    client = make_streaq(settings)
+    async with client:
+        # WHEN it is enqueued
+        task = client.enqueue_unsafe("flaky")
+        await task
+        result = await client.result_by_id(task.id, timeout=timedelta(seconds=20))
+        progress = await client.redis.hgetall(Keys(settings.queue_name).job(task.id) + ":run")
+    # THEN the policy retried it (with backoff) and it succeeded on its second try
+    assert result.success, result
+    assert result.result == "ok"
+    assert result.tries == 2
+    assert progress["tries"] == "2"
