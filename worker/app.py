@@ -19,6 +19,8 @@ from shared.jobs import CATALOGUE, JobSpec
 from shared.queue import Keys, make_streaq
 from worker.context import WorkerContext, open_context
 from worker.policy import install_retry_policy
+from worker.redelivery import drop_finished_copies, limit_prefetch
+from worker.supervisor import redis_options
 from worker.tasks.base import JobImpl
 
 # Streaq's own timeout is a backstop behind the policy's (which retries); it fires only
@@ -53,7 +55,10 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         lifespan=lifespan,
         grace_period=settings.worker_grace_period_seconds,
         id=worker_id,
+        redis_kwargs=redis_options(settings),
     )
+    limit_prefetch(worker)
+    drop_finished_copies(worker)
     holder["worker"] = worker
     implementations = load_task_modules()
     missing = {n for n, s in CATALOGUE.items() if not s.is_pipeline} - implementations.keys()

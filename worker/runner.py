@@ -35,18 +35,30 @@ def _configure_logging(verbose: bool) -> None:
 
 def run_one(settings: Settings, concurrency: int | None, state_dir: Path, verbose: bool,
             burst: bool = False) -> None:
-    """Run one worker process until SIGTERM/SIGINT (drains within the grace period)."""
+    """Run one worker process until SIGTERM/SIGINT (drains within the grace period),
+    reconnecting in place when Redis restarts or stops answering."""
+    import anyio
+    from streaq import Worker
+
     from worker.app import build_worker
+    from worker.supervisor import supervise
 
     _configure_logging(verbose)
     worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
-    worker = build_worker(settings, worker_id=worker_id, concurrency=concurrency)
-    worker.burst = burst
+
+    def build() -> Worker[Any]:
+        # The same id each time the supervisor starts the worker again after a Redis
+        # fault: the health check's state file names it.
+        worker = build_worker(settings, worker_id=worker_id, concurrency=concurrency)
+        worker.burst = burst
+        return worker
+
+    build()  # fail fast on a broken catalogue, before writing the state file
     state_dir.mkdir(parents=True, exist_ok=True)
     id_file = state_dir / f"{os.getpid()}.id"
     id_file.write_text(worker_id)
     try:
-        worker.run_sync()
+        anyio.run(supervise, build, settings)
     finally:
         id_file.unlink(missing_ok=True)
     log.info("worker %s stopped", worker_id)

@@ -1,0 +1,121 @@
+"""Servers a fault test controls: a redis-server it may stop and start again with its
+data, and a TCP proxy that can stop forwarding without closing anything."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+from tests.conftest import RedisServer
+
+
+class PersistentRedis(RedisServer):
+    """A private redis-server with an append-only file fsynced on every write, restarted
+    on the same port and directory: what a failover that keeps the data looks like."""
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not on PATH"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir,
+             "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.answers():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def answers(self) -> bool:
+        """PING answered with PONG (not LOADING) within 0.2 s."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class SilentProxy:
+    """Forwards 127.0.0.1:<port> to a target, until :meth:`go_silent`.
+
+    Silent: every open connection stays open but nothing more is forwarded either way,
+    and new connections are accepted and treated the same, like a stalled node or a
+    black-holed route. :meth:`heal` forwards new connections again; the silenced ones
+    stay silent for good (their path is gone, as after a failover).
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._silent = False
+        self._generation = 0
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def go_silent(self) -> None:
+        with self._lock:
+            self._silent = True
+            self._generation += 1
+
+    def heal(self) -> None:
+        with self._lock:
+            self._silent = False
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                generation, silent = self._generation, self._silent
+                self._sockets.append(client)
+            if silent:
+                continue  # accepted, never answered
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._sockets.append(upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst, generation),
+                                 daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, generation: int) -> None:
+        src.settimeout(0.1)
+        while not self._closed.is_set():
+            if self._generation != generation:
+                time.sleep(0.1)  # silenced: hold everything, close nothing
+                continue
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                dst.close()
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return

@@ -1,0 +1,153 @@
+"""Keep a worker process serving through Redis faults, without restarting the process.
+
+Left alone, a Streaq worker does not survive Redis going away. A connection that closes
+(a restart, a failover) raises out of its fetch loop and ends the worker; a connection
+that stops answering without closing (a stalled node, a black-holed route) blocks its
+``XREADGROUP`` and heartbeat forever: the process looks alive and serves nothing (a
+deployment of a similar scaffold hung for 11 hours that way).
+
+:func:`supervise` runs the worker beside a watchdog that PINGs Redis through the worker's
+own connection pool every ``worker_redis_check_seconds``, each ping bounded by
+``redis_socket_timeout_seconds``. When a ping fails, or the worker ends with a Redis
+error, the supervisor
+
+1. lets jobs in flight run for at most the grace period (what SIGTERM does), after which
+   Streaq cancels them and marks them for an immediate re-run elsewhere;
+2. drops every connection of the pool, so nothing waits on a dead socket;
+3. builds a fresh worker (same id, so ``offload worker-health`` keeps tracking it) and
+   starts it again, backing off while Redis stays unreachable.
+
+A watchdog, not socket options alone: TCP keepalive (also enabled, by
+:func:`redis_options`) notices a peer that is gone, but not a server or proxy that still
+acknowledges packets and never answers; and a read timeout shorter than the blocking
+``XREADGROUP`` (which waits up to the idle timeout for work) would break every idle read.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from streaq import Worker
+
+from shared.config import Settings
+
+log = logging.getLogger("offload.worker")
+
+RECONNECT_FIRST_DELAY_SECONDS = 0.5
+RECONNECT_MAX_DELAY_SECONDS = 5.0
+# Kernel keepalive: probe an idle connection after 10 s, every 5 s, give up after 3 misses.
+KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+
+
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """coredis connection options for a worker's Redis client.
+
+    No reply may take longer than the longest blocking read (``XREADGROUP`` blocks up to
+    the idle timeout) plus the socket timeout: a backstop behind the watchdog for a
+    connection that died while the pool's other connections still answer.
+    """
+    options = {getattr(socket, name): value for name, value in KEEPALIVE.items()
+               if hasattr(socket, name)}
+    return {
+        "connect_timeout": settings.redis_socket_timeout_seconds,
+        "stream_timeout": settings.worker_idle_timeout_seconds
+        + settings.redis_socket_timeout_seconds,
+        "socket_keepalive": True,
+        "socket_keepalive_options": options,
+    }
+
+
+def is_redis_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception in a group) is Redis being unreachable."""
+    from coredis.exceptions import RedisError
+
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_redis_fault(inner) for inner in exc.exceptions)
+    return isinstance(exc, RedisError | OSError | TimeoutError)
+
+
+async def supervise(build: Callable[[], Worker[Any]], settings: Settings) -> None:
+    """Run workers made by ``build`` until one stops on its own (signal, burst)."""
+    delay = RECONNECT_FIRST_DELAY_SECONDS
+    while True:
+        worker = build()
+        started = time.monotonic()
+        fault = await run_until_fault(worker, settings)
+        if fault is None:
+            return
+        if time.monotonic() - started > RECONNECT_MAX_DELAY_SECONDS * 2:
+            delay = RECONNECT_FIRST_DELAY_SECONDS  # it served for a while: a new outage
+        log.warning("worker %s lost Redis (%s); starting again in %.1fs", worker.id, fault,
+                    delay)
+        if await _stop_requested_within(delay):
+            log.info("worker %s stopped while Redis was unreachable", worker.id)
+            return
+        delay = min(delay * 2, RECONNECT_MAX_DELAY_SECONDS)
+
+
+async def run_until_fault(worker: Worker[Any], settings: Settings) -> str | None:
+    """Run ``worker``; None when it stopped on its own, else why Redis was given up on."""
+    fault: str | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def run_worker(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                await worker.run_async(task_status=task_status)
+                tg.cancel_scope.cancel()  # stopped on its own: stop watching
+
+            await tg.start(run_worker)
+            fault = await watch(worker, settings)
+            _release(worker, settings.worker_grace_period_seconds)
+            tg.cancel_scope.cancel()
+    except Exception as exc:
+        if not is_redis_fault(exc):
+            raise
+        fault = fault or _describe(exc)
+    return fault
+
+
+async def watch(worker: Worker[Any], settings: Settings) -> str:
+    """PING through the worker's pool until one fails; return why it failed."""
+    while True:
+        await anyio.sleep(settings.worker_redis_check_seconds)
+        try:
+            with anyio.fail_after(settings.redis_socket_timeout_seconds):
+                await worker.redis.ping()
+        except Exception as exc:
+            if not is_redis_fault(exc):
+                raise
+            if isinstance(exc, TimeoutError):
+                return f"no answer to PING within {settings.redis_socket_timeout_seconds}s"
+            return _describe(exc)
+
+
+def _release(worker: Worker[Any], grace_seconds: float) -> None:
+    """Give jobs in flight the grace period, then drop every connection of the pool."""
+    deadline = anyio.current_time() + grace_seconds
+    # Streaq 7.2 keeps each running job's (shielded) cancel scope here; its SIGTERM
+    # handler shortens them the same way.
+    for scope in list(getattr(worker, "_cancel_scopes", {}).values()):
+        scope.deadline = min(scope.deadline, deadline)
+    worker.redis.connection_pool.disconnect()
+
+
+async def _stop_requested_within(seconds: float) -> bool:
+    """Sleep ``seconds``; True if SIGTERM/SIGINT arrived meanwhile (no worker to drain)."""
+    with anyio.move_on_after(seconds), anyio.open_signal_receiver(
+        signal.SIGTERM, signal.SIGINT
+    ) as signals:
+        async for _ in signals:
+            return True
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
