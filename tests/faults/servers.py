@@ -119,3 +119,75 @@ class SilentProxy:
                 dst.sendall(data)
             except OSError:
                 return
+
+
+class FlakyS3:
+    """An HTTP proxy in front of moto's S3 that answers ``503 SlowDown`` to the first
+    ``failures`` requests whose path contains ``match``, and forwards everything else."""
+
+    def __init__(self, target: str, match: str, failures: int) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        target_port = urlsplit(target).port
+        state = self
+        self.refused = 0
+        self.forwarded = 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with state._lock:
+                    refuse = match in self.path and state.refused < failures
+                    if refuse:
+                        state.refused += 1
+                    else:
+                        state.forwarded += 1
+                if refuse:
+                    self._answer(503, {"content-type": "application/xml"}, SLOW_DOWN)
+                    return
+                import http.client
+
+                upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["host"] = f"127.0.0.1:{target_port}"
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                keep = {k: v for k, v in response.getheaders()
+                        if k.lower() not in ("transfer-encoding", "connection",
+                                             "content-length")}
+                upstream.close()
+                self._answer(response.status, keep, data)
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared.config import Settings
+from shared.queue import JobQueue, JobView
 from tests.faults.figures import record
 from tests.faults.servers import PersistentRedis
 from tests.integration.procs import WorkerProcess, slow_server
@@ -99,6 +101,10 @@ def test_redis_restart_is_503_meanwhile_and_every_accepted_job_runs(
             w.stop()
 
 
+async def _view(queue: JobQueue, job_id: str) -> JobView:
+    return await queue.view(job_id, SUB)
+
+
 def wait_all_done(box: LambdaContainer, ids: list[str],
                   timeout: float) -> dict[str, dict[str, Any]]:
     """Each job's status and start time (epoch seconds), once all are done or timed out."""
@@ -108,7 +114,7 @@ def wait_all_done(box: LambdaContainer, ids: list[str],
         for job_id in ids:
             if out.get(job_id, {}).get("status") == "done":
                 continue
-            view = box.queue(lambda q, job_id=job_id: q.view(job_id, SUB))
+            view = box.queue(partial(_view, job_id=job_id))
             out[job_id] = {"status": view.status,
                            "started_at": view.started_at.timestamp() if view.started_at else None}
         if all(v["status"] == "done" for v in out.values()) or time.monotonic() > deadline:
