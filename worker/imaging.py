@@ -174,10 +174,13 @@ def _load_large(
     with _open(data, max_pixels) as source:
         check_pixels(source.size, max_pixels)
         size, fmt = source.size, source.format or "unknown"
+        # Read before decoding: when no conversion or resize is needed, the output below
+        # is the source object itself, and stripping its metadata would drop the EXIF
+        # (PNG and WebP keep it in ``info``).
+        transpose = _orientation(source)
         if fmt in ("JPEG", "MPO"):
             _draft(source, side)
         large = _as_output_mode(_fit(_decode(source), side))
-        transpose = _orientation(source)
     if transpose is not None:
         large = large.transpose(transpose)
         if transpose in _SWAPS_SIDES:
