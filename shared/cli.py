@@ -81,7 +81,13 @@ def _plugins() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `offload test -q -k x`: everything after "test" belongs to pytest, dashes included.
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "test":
+        args.pytest_args = [*extra, *args.pytest_args]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     code: int = args.func(args)
     return code
 
