@@ -1,0 +1,108 @@
+"""Malformed events to each Lambda (truncated, wrong shape, missing fields): a logged
+rejection and a normal return, never an exception. An exception is worse than it looks:
+S3 and EventBridge invoke asynchronously, so Lambda runs the same bad event twice more and
+then ships it to the failure destination; a poll-based trigger would retry it forever."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from functions import api, queue_metrics, s3_events, scheduler
+from shared.config import Settings
+from tests.conftest import load_event
+from tests.faults.figures import record
+from tests.test_api import LambdaContainer, LambdaContext, http_event
+
+
+def _s3_record(**changes: Any) -> dict[str, Any]:
+    sample: dict[str, Any] = load_event("s3-object-created.json")["Records"][0]
+    sample["s3"].update(changes)
+    return sample
+
+
+def _no_request_context() -> dict[str, Any]:
+    event = http_event("GET", "/health", sub=None)
+    del event["requestContext"]
+    return event
+
+
+MALFORMED: dict[str, Any] = {
+    "empty object": {},
+    "a list": [],
+    "a string": "garbage",
+    "null": None,
+    "truncated JSON text": '{"Records": [{"s3": ',
+    "records of the wrong shape": {"Records": [{"foo": 1}]},
+    "records not a list": {"Records": "x"},
+    "S3 record without its object": {"Records": [_s3_record(object={})]},
+    "HTTP event without requestContext": _no_request_context(),
+    "another service's event": load_event("eventbridge-scheduled.json"),
+}
+
+HANDLERS: dict[str, Callable[[Any, Any], Any]] = {
+    "api": api.lambda_handler,
+    "s3_events": s3_events.lambda_handler,
+    "scheduler": scheduler.lambda_handler,
+    "queue_metrics": queue_metrics.lambda_handler,
+}
+
+# What the two handlers that raise today should do instead (their files are being written
+# by another engineer; the fix is described in the xfail reason).
+XFAIL = {
+    "api": "functions/api.py lambda_handler: an event that is not an API Gateway v2.0 "
+           "request (no dict, no requestContext.http) raises KeyError/AttributeError (API "
+           "Gateway answers 500); check the shape first and answer 400 in the error shape, "
+           "logging the rejection",
+    "s3_events": "functions/s3_events.py: @event_parser raises ValidationError/"
+                 "InvalidModelTypeError on a malformed event, so Lambda retries it twice and "
+                 "dead-letters it; parse inside the handler, log and count the rejection "
+                 "(UploadsRejected or EventsRejected) and return {'records': 0, ...}",
+}
+
+
+@pytest.fixture
+def box(settings: Settings) -> Iterator[LambdaContainer]:
+    container = LambdaContainer(settings)
+    yield container
+    container.close()
+
+
+def cases() -> list[Any]:
+    out = []
+    for handler in HANDLERS:
+        marks = [pytest.mark.xfail(strict=True, reason=XFAIL[handler])] \
+            if handler in XFAIL else []
+        for name in MALFORMED:
+            wellformed_for_it = (handler, name) == ("scheduler", "another service's event")
+            if not wellformed_for_it:
+                out.append(pytest.param(handler, name, marks=marks, id=f"{handler}-{name}"))
+    return out
+
+
+@pytest.mark.parametrize(("handler", "event_name"), cases())
+def test_a_malformed_event_is_rejected_and_logged_not_raised(
+    box: LambdaContainer, caplog: pytest.LogCaptureFixture, handler: str, event_name: str
+) -> None:
+    result = box.invoke(HANDLERS[handler], MALFORMED[event_name], LambdaContext())
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert result is not None
+    if handler == "api":
+        assert 400 <= result["statusCode"] < 500
+        assert set(json.loads(result["body"])["error"]) == {"code", "message", "details"}
+    if handler in ("s3_events", "scheduler"):
+        assert json.loads(json.dumps(result)).get("new_jobs", 0) == 0 or \
+            result.get("enqueued") is False
+        assert warnings, "the rejection was not logged"
+
+
+def test_a_truncated_http_body_is_a_422(box: LambdaContainer) -> None:
+    event = http_event("POST", "/jobs/generate_sales_report", raw_body='{"start_date": "2026-')
+    result = box.invoke(api.lambda_handler, event, LambdaContext())
+    assert result["statusCode"] == 422
+    record("malformed events", kinds=len(MALFORMED), handlers=len(HANDLERS),
+           raising_handlers=",".join(sorted(XFAIL)))
