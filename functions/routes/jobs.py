@@ -1,7 +1,9 @@
 """``/jobs``: enqueue a catalogue job, read it (long-poll), abort it, list and retry dead
 letters. Every job belongs to the caller who enqueued it; anyone else gets 404."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Powertools reads a route's type hints on
+# every request (to find its Depends), and string annotations cost an eval each time
+# (a warm POST /jobs took 1.8 ms instead of 0.4 ms before the enqueue; bench/README.md).
 
 from datetime import datetime
 from typing import Annotated, Literal
