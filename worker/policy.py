@@ -113,12 +113,14 @@ def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int
             task = retry_policy.context
             spec = rules_for(worker, task.fn_name)
             redis = worker.redis
-            meta_raw = await redis.get(keys.job(task.task_id))
-            meta: dict[str, str] = json.loads(meta_raw) if meta_raw else {}
             run_key = keys.job(task.task_id) + ":run"
+            # One round trip: it is most of what the policy adds to a short job.
             async with redis.pipeline(transaction=False) as pipe:
+                meta_reply = pipe.get(keys.job(task.task_id))
                 pipe.hset(run_key, {"started_ms": str(now_ms()), "tries": str(task.tries)})
                 pipe.expire(run_key, retention_seconds)
+            meta_raw = await meta_reply
+            meta: dict[str, str] = json.loads(meta_raw) if meta_raw else {}
             log.info(
                 "job %s %s try %d/%d correlation_id=%s",
                 spec.name, task.task_id, task.tries, spec.max_tries,
