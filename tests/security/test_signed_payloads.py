@@ -13,6 +13,7 @@ import hmac
 import pickle
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ async def plant(queue: JobQueue, task_id: str, raw: bytes) -> None:
 async def outcome(queue: JobQueue, task_id: str, timeout: float = 10) -> tuple[bool, str]:
     """(success, error) of the task as the worker stored it."""
     with anyio.fail_after(timeout):
-        result = await queue.streaq.result_by_id(task_id, timeout=timeout)
+        result = await queue.streaq.result_by_id(task_id, timeout=timedelta(seconds=timeout))
     if result.success:
         return True, ""
     return False, f"{type(result.exception).__name__}: {result.exception}"
