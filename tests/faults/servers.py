@@ -14,15 +14,26 @@ from tests.conftest import RedisServer
 
 class PersistentRedis(RedisServer):
     """A private redis-server with an append-only file fsynced on every write, restarted
-    on the same port and directory: what a failover that keeps the data looks like."""
+    on the same port and directory: what a failover that keeps the data looks like.
+    With ``password``, clients must AUTH (as ElastiCache with AUTH on)."""
+
+    def __init__(self, password: str | None = None) -> None:
+        super().__init__()
+        self.password = password
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not on PATH"
+        auth = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir,
-             "--loglevel", "warning"],
+             "--loglevel", "warning", *auth],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -36,6 +47,10 @@ class PersistentRedis(RedisServer):
         """PING answered with PONG (not LOADING) within 0.2 s."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                if self.password:
+                    s.sendall(f"AUTH {self.password}\r\n".encode())
+                    if not s.recv(64).startswith(b"+OK"):
+                        return False
                 s.sendall(b"PING\r\n")
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
