@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from pydantic import SecretStr
 
 from shared.config import Settings
@@ -25,10 +24,10 @@ from tests.test_api import SUB, Api, LambdaContainer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-SIGNING_SECRET = "sign-Zq8vN3kLw1Xy7Rt5Pm2Hd9Fj4Gb6Cs0A"  # noqa: S105
-REDIS_PASSWORD = "redis-Kx4Mn8Qp2Vz6Wb1Jt9Lr3Ys7Hd5Gf0"  # noqa: S105
-BEARER = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldC14eXo"  # noqa: S105
-RESET_TOKEN = "reset-Vb7Nm3Qw9Er5Ty1Ui8Op4As6Df2Gh0"  # noqa: S105
+SIGNING_SECRET = "sign-Zq8vN3kLw1Xy7Rt5Pm2Hd9Fj4Gb6Cs0A"
+REDIS_PASSWORD = "redis-Kx4Mn8Qp2Vz6Wb1Jt9Lr3Ys7Hd5Gf0"
+BEARER = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldC14eXo"
+RESET_TOKEN = "reset-Vb7Nm3Qw9Er5Ty1Ui8Op4As6Df2Gh0"
 SECRETS = {"signing secret": SIGNING_SECRET, "Redis password": REDIS_PASSWORD,
            "bearer token": BEARER, "reset token": RESET_TOKEN}
 
