@@ -290,6 +290,8 @@ class JobQueue:
         if spec is None:
             raise NotFound(f"unknown job {name!r}")
         data = spec.validate(payload).model_dump(mode="json")
+        # An id minted here (uuid4) cannot be taken: no check-then-publish is needed.
+        fresh = job_id is None and idempotency_key is None
         if idempotency_key is not None:
             job_id = deterministic_job_id("idempotency", owner, idempotency_key)
         job_id = job_id or uuid.uuid4().hex
@@ -300,7 +302,8 @@ class JobQueue:
             raise ValueError("give delay_seconds or run_at, not both")
         return await self._call(
             lambda: self._enqueue(
-                spec, data, owner, job_id, prio, delay_seconds, run_at, correlation_id
+                spec, data, owner, job_id, prio, delay_seconds, run_at, correlation_id,
+                fresh=fresh,
             )
         )
 
@@ -320,6 +323,8 @@ class JobQueue:
         delay_seconds: float | None,
         run_at: datetime | None,
         correlation_id: str | None,
+        *,
+        fresh: bool = False,
     ) -> EnqueuedJob:
         delay = delay_seconds or 0.0
         if run_at is not None:
@@ -337,6 +342,10 @@ class JobQueue:
             "steps": ",".join(step_ids) if spec.is_pipeline else "",
         }
         ttl = self._meta_ttl(spec, delay)
+        if fresh and not spec.is_pipeline:
+            await self._publish_fresh(spec, data, job_id, json.dumps(meta), ttl, priority, delay)
+            return EnqueuedJob(job_id, spec.name, "scheduled" if delay > 0 else "queued",
+                               created=True)
         created = await self.redis.set(
             self.keys.job(job_id), json.dumps(meta), condition=_nx(), ex=ttl
         )
@@ -364,6 +373,23 @@ class JobQueue:
             raise
         status: JobState = "scheduled" if delay > 0 or spec.is_pipeline else "queued"
         return EnqueuedJob(job_id, spec.name, status, created=True, steps=step_ids)
+
+    async def _publish_fresh(self, spec: JobSpec, data: dict[str, Any], job_id: str,
+                             meta: str, ttl: int, priority: str, delay: float) -> None:
+        """Write a new job's metadata and publish its task in one MULTI/EXEC round trip
+        (rather than SET NX, then publish: two). The metadata is in Redis before any worker
+        can see the task, and a failed call leaves neither behind."""
+        from streaq.types import Streaq as StreaqFunctions
+
+        task = self._streaq.enqueue_unsafe(spec.name, **data)
+        task.id = job_id
+        task.start(delay=_delay_arg(delay), priority=priority)
+        enqueued_ms = now_ms()
+        body = await task.serialize(enqueued_ms)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.job(job_id), meta, ex=ttl)
+            self._streaq.publish_task(pipe, task, body, enqueued_ms,
+                                      lib=StreaqFunctions(pipe))
 
     async def _publish_pipeline(
         self,
