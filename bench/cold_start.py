@@ -1,0 +1,165 @@
+"""Benchmark 5: cold start of each Lambda handler module, and the artifact's size.
+
+For each ``functions.<name>`` handler, fresh interpreters run, in rotated order:
+
+- ``python -c pass`` (the interpreter's own start-up, subtracted from the others);
+- ``python -c "import functions.<name>"``;
+- its unavoidable third-party imports alone: every module-level ``import``/``from ...
+  import`` of a third-party package in the project modules that importing the handler
+  loads (found by reading their source; imports inside functions and under
+  ``TYPE_CHECKING`` are not made at import, so they are not counted).
+
+The ratio handler / dependencies is what our own code (models, routes, settings, the
+Powertools app) adds on top of the libraries it cannot do without. Wall time of the
+whole process is measured from the parent; bytecode caches are warm, as in a container
+image whose .pyc files were compiled at build time.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pkgutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.procs import ROOT, clean_env
+from bench.report import BenchConfig, BenchResult, Goal
+from bench.stats import median, ratio, rotations
+
+OWN_PACKAGES = frozenset({"functions", "shared", "worker", "infra", "bench", "tests"})
+RATIO_LIMIT = 1.1
+
+
+def handlers() -> list[str]:
+    import functions
+
+    return [f"functions.{m.name}" for m in pkgutil.iter_modules(functions.__path__)
+            if not m.name.startswith("_") and not m.ispkg]
+
+
+def _env() -> dict[str, str]:
+    return clean_env(AWS_DEFAULT_REGION="eu-west-1", POWERTOOLS_TRACE_DISABLED="true")
+
+
+def own_modules_loaded(module: str) -> list[str]:
+    """Source files of this project's modules that ``import module`` loads."""
+    code = (f"import json, sys, {module}\n"
+            f"own = {sorted(OWN_PACKAGES)!r}\n"
+            "print(json.dumps(sorted(m.__file__ for n, m in list(sys.modules.items())\n"
+            "    if n.split('.')[0] in own and getattr(m, '__file__', None))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, check=True, timeout=120)
+    files: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return files
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def module_level_imports(source: str) -> list[str]:
+    """Third-party import statements a module runs when imported, as source lines."""
+    found: list[str] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                found.extend(f"import {a.name}" for a in node.names
+                             if _third_party(a.name))
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if _third_party(node.module):
+                    names = ", ".join(a.name for a in node.names)
+                    found.append(f"from {node.module} import {names}")
+            elif isinstance(node, ast.If) and not _is_type_checking(node):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+
+    visit(ast.parse(source).body)
+    return found
+
+
+def _third_party(module: str) -> bool:
+    root = module.split(".")[0]
+    return root not in OWN_PACKAGES and root not in sys.stdlib_module_names \
+        and root != "__future__"
+
+
+def dependency_script(module: str) -> str:
+    """``import`` lines of ``module``'s unavoidable third-party dependencies."""
+    lines: list[str] = []
+    for path in own_modules_loaded(module):
+        for line in module_level_imports(Path(path).read_text()):
+            if line not in lines:
+                lines.append(line)
+    return "\n".join(lines) or "pass"
+
+
+def _time_process(code: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    return (time.perf_counter() - start) * 1000
+
+
+def artifact_size(workdir: Path) -> dict[str, float | str]:
+    """The Lambda artifact built by infra/build/build_functions.sh (one for every function)."""
+    script = ROOT / "infra" / "build" / "build_functions.sh"
+    if not script.exists():
+        return {"error": "infra/build/build_functions.sh is missing"}
+    out = workdir / "artifact"
+    done = subprocess.run(["bash", str(script), str(out)], cwd=ROOT, env=clean_env(),
+                          capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        return {"error": f"build_functions.sh exited {done.returncode}: {done.stderr[-500:]}"}
+    files = [p for p in out.rglob("*") if p.is_file()]
+    ours = [p for p in files if p.relative_to(out).parts[0] in ("functions", "shared")]
+    import shutil
+
+    archive = shutil.make_archive(str(workdir / "artifact"), "zip", out)
+    return {"unzipped_mb": sum(p.stat().st_size for p in files) / 1e6,
+            "ours_kb": sum(p.stat().st_size for p in ours) / 1e3,
+            "zipped_mb": Path(archive).stat().st_size / 1e6, "files": len(files)}
+
+
+def run(config: BenchConfig) -> BenchResult:
+    processes = 3 if config.quick else 11
+    names = handlers()
+    scripts: dict[str, str] = {"pass": "pass"}
+    for name in names:
+        scripts[name] = f"import {name}"
+        scripts[f"{name} deps"] = dependency_script(name)
+    for code in scripts.values():  # warm: bytecode compiled, files in the page cache
+        _time_process(code)
+    ms: dict[str, list[float]] = {k: [] for k in scripts}
+    for order in rotations(list(scripts), processes):
+        for key in order:
+            ms[key].append(_time_process(scripts[key]))
+    base = median(ms["pass"])
+    rows, goals = [], []
+    for name in names:
+        own, deps = median(ms[name]) - base, median(ms[f"{name} deps"]) - base
+        r = ratio(own, deps)
+        rows.append([name, own, deps, r, len(scripts[f"{name} deps"].splitlines())])
+        goals.append(Goal(f"{name}: import <= {RATIO_LIMIT}x its dependencies'",
+                          f"{own:.0f} ms vs {deps:.0f} ms = {r:.2f}x", r <= RATIO_LIMIT))
+    size = {} if config.quick else artifact_size(config.workdir)
+    notes = [f"median of {processes} fresh processes each, `python -c pass` "
+             f"({base:.0f} ms) subtracted"]
+    if size:
+        notes.append("artifact (infra/build/build_functions.sh, the same for every "
+                     "function): " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float)
+                                               else f"{k} {v}" for k, v in size.items()))
+    return BenchResult(
+        name="cold_start",
+        title="5. Cold start (import ms above `python -c pass`)",
+        headers=["module", "import ms", "its deps ms", "x deps", "dep imports"],
+        rows=rows, goals=goals, notes=notes,
+        data={"ms": ms, "pass_ms": base, "dependency_scripts": scripts, "artifact": size},
+    )
