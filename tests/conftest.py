@@ -140,7 +140,8 @@ def settings(redis_url: str, moto_endpoint: str) -> Settings:
     s3 = s3_client(s)
     for bucket in (s.uploads_bucket, s.results_bucket):
         s3.create_bucket(
-            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": s.aws_region}
+            Bucket=bucket,
+            CreateBucketConfiguration={"LocationConstraint": s.aws_region},  # type: ignore[typeddict-item]
         )
     ses_client(s).verify_email_identity(EmailAddress=s.ses_sender)
     return s

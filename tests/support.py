@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 from typing import Any
 
 
@@ -14,3 +15,9 @@ def ses_messages(endpoint: str, to: str | None = None) -> list[dict[str, Any]]:
     if to is None:
         return messages
     return [m for m in messages if to in m["destinations"].get("ToAddresses", [])]
+
+
+def address(name: str) -> str:
+    """A recipient no other test (moto's SES outlives a test) has written to."""
+    local = "".join(c for c in name.lower() if c.isalnum())
+    return f"{local}-{uuid.uuid4().hex[:8]}@example.org"

@@ -12,17 +12,11 @@ from beanie import PydanticObjectId
 
 from shared.config import Settings
 from shared.models import Order, User
-from tests.support import ses_messages
+from tests.support import address, ses_messages
 from worker.tasks import emails
 from worker.tasks.emails import previous_utc_day
 
 pytestmark = pytest.mark.anyio
-
-
-def address(name: str) -> str:
-    """A recipient no other test (moto's SES outlives a test) has written to."""
-    local = "".join(c for c in name.lower() if c.isalnum())
-    return f"{local}-{uuid.uuid4().hex[:8]}@example.org"
 
 
 async def make_user(name: str, *, opt_in: bool = True) -> User:

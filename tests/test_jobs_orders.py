@@ -9,7 +9,7 @@ import pytest
 from beanie import PydanticObjectId
 
 from shared.models import Order, User
-from tests.test_jobs_email import address, ses_messages
+from tests.support import address, ses_messages
 
 pytestmark = pytest.mark.anyio
 
