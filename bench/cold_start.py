@@ -31,6 +31,12 @@ from bench.stats import median, ratio, rotations
 
 OWN_PACKAGES = frozenset({"functions", "shared", "worker", "infra", "bench", "tests"})
 RATIO_LIMIT = 1.1
+# Third-party modules that a library imports lazily when our module-level code uses it,
+# not when it is imported: counted as the handler's dependencies when the handler's process
+# has them loaded. Powertools' Tracer() imports the X-Ray SDK (and with it botocore) when
+# constructed, enabled or not, and every handler builds one at import, as Powertools
+# documents; with active tracing in Lambda the SDK is needed anyway.
+LAZY_DEPENDENCIES = ("aws_xray_sdk.core",)
 
 
 def handlers() -> list[str]:
@@ -44,16 +50,18 @@ def _env() -> dict[str, str]:
     return clean_env(AWS_DEFAULT_REGION="eu-west-1", POWERTOOLS_TRACE_DISABLED="true")
 
 
-def own_modules_loaded(module: str) -> list[str]:
-    """Source files of this project's modules that ``import module`` loads."""
+def loaded_by(module: str) -> tuple[list[str], list[str]]:
+    """Source files of this project's modules that ``import module`` loads, and which of
+    :data:`LAZY_DEPENDENCIES` it loads."""
     code = (f"import json, sys, {module}\n"
             f"own = {sorted(OWN_PACKAGES)!r}\n"
-            "print(json.dumps(sorted(m.__file__ for n, m in list(sys.modules.items())\n"
-            "    if n.split('.')[0] in own and getattr(m, '__file__', None))))")
+            "print(json.dumps([sorted(m.__file__ for n, m in list(sys.modules.items())\n"
+            "    if n.split('.')[0] in own and getattr(m, '__file__', None)),\n"
+            f"    [n for n in {list(LAZY_DEPENDENCIES)!r} if n in sys.modules]]))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, check=True, timeout=120)
-    files: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
-    return files
+    files, lazy = json.loads(done.stdout.strip().splitlines()[-1])
+    return files, lazy
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -93,11 +101,13 @@ def _third_party(module: str) -> bool:
 
 def dependency_script(module: str) -> str:
     """``import`` lines of ``module``'s unavoidable third-party dependencies."""
+    files, lazy = loaded_by(module)
     lines: list[str] = []
-    for path in own_modules_loaded(module):
+    for path in files:
         for line in module_level_imports(Path(path).read_text()):
             if line not in lines:
                 lines.append(line)
+    lines += [f"import {name}" for name in lazy]
     return "\n".join(lines) or "pass"
 
 
@@ -129,14 +139,15 @@ def artifact_size(workdir: Path) -> dict[str, float | str]:
 
 
 def run(config: BenchConfig) -> BenchResult:
-    processes = 3 if config.quick else 11
+    processes = 2 if config.quick else 10
     names = handlers()
     scripts: dict[str, str] = {"pass": "pass"}
     for name in names:
         scripts[name] = f"import {name}"
         scripts[f"{name} deps"] = dependency_script(name)
-    for code in scripts.values():  # warm: bytecode compiled, files in the page cache
-        _time_process(code)
+    if not config.quick:
+        for code in scripts.values():  # warm: bytecode compiled, files in the page cache
+            _time_process(code)
     ms: dict[str, list[float]] = {k: [] for k in scripts}
     for order in rotations(list(scripts), processes):
         for key in order:

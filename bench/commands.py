@@ -88,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
     if results and not args.no_save:
         path = save(results, config, versions(), args.results, started)
         print(f"results: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    shared = versions()
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in shared.items() if v))
     goals = [g for r in results for g in r.goals]
     met = sum(g.met for g in goals)
     print(f"goals met: {met}/{len(goals)}"

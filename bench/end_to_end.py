@@ -129,7 +129,7 @@ def _stages(job: dict[str, Any], posted_wall: float) -> dict[str, float]:
             "job_ms": (at("finished_at") - at("started_at")) * 1000}
 
 
-def _one_stack(workers: int, uploads: int, data: bytes, path: Path,
+def _one_stack(workers: int, uploads: int, warm: int, data: bytes, path: Path,
                child: Child, workdir: Path) -> dict[str, Any]:
     from infra.local.client import ApiClient
 
@@ -139,18 +139,36 @@ def _one_stack(workers: int, uploads: int, data: bytes, path: Path,
     try:
         s3 = _s3(stack.state)
         with ApiClient(stack.state.api_url, stack.state.token) as api:
-            for n in range(3):  # warm: first invocations import handlers, open clients
+            for n in range(warm):  # first invocations import handlers, open clients
                 _upload(stack.state, api, s3, data, n)
             for n in range(uploads):
                 samples.append(_upload(stack.state, api, s3, data, 100 + n))
                 alone += child.call("time", input=str(path))["ms"]
+            s3_ms = _s3_round_trips(stack.state, s3, data)
     finally:
         stack.stop()
-    return {"workers": workers, "samples": samples, "alone_ms": alone}
+    return {"workers": workers, "samples": samples, "alone_ms": alone, "s3_ms": s3_ms}
+
+
+def _s3_round_trips(state: Any, s3: Any, data: bytes) -> dict[str, float]:
+    """What the job's own S3 calls cost against this stack's S3 (moto): a GET of the
+    upload, a PUT of a 150 KB variant (median of 5 each)."""
+    bucket = state.env["OFFLOAD_RESULTS_BUCKET"]
+    variant = data[:150_000]
+    s3.put_object(Bucket=bucket, Key="bench/source.jpg", Body=data)
+    get_ms, put_ms = [], []
+    for i in range(5):
+        start = time.perf_counter()
+        s3.get_object(Bucket=bucket, Key="bench/source.jpg")["Body"].read()
+        get_ms.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        s3.put_object(Bucket=bucket, Key=f"bench/variant-{i}.webp", Body=variant)
+        put_ms.append((time.perf_counter() - start) * 1000)
+    return {"get_upload_ms": median(get_ms), "put_150kb_ms": median(put_ms)}
 
 
 def run(config: BenchConfig) -> BenchResult:
-    uploads, worker_counts = (5, (1,)) if config.quick else (30, (1, 2))
+    uploads, warm, worker_counts = (3, 1, (1,)) if config.quick else (30, 3, (1, 2))
     path = inputs.make_inputs(inputs.cache_dir(), [INPUT])[INPUT]
     data = path.read_bytes()
     runs = []
@@ -158,7 +176,8 @@ def run(config: BenchConfig) -> BenchResult:
         child.call("info")
         child.call("time", input=str(path))
         for workers in worker_counts:
-            runs.append(_one_stack(workers, uploads, data, path, child, config.workdir))
+            runs.append(_one_stack(workers, uploads, warm, data, path, child,
+                                   config.workdir))
     rows, goals = [], []
     for run_ in runs:
         ms = [s["ms"] for s in run_["samples"]]
@@ -180,8 +199,12 @@ def run(config: BenchConfig) -> BenchResult:
                  "S3 POST ms", "S3 POST done -> enqueued ms", "queued ms", "job run ms",
                  "image job alone ms", "p50 x alone"],
         rows=rows, goals=goals,
-        notes=["uploads one at a time after 3 warm-up uploads; S3 polled every "
+        notes=[f"uploads one at a time after {warm} warm-up upload(s); S3 polled every "
                f"{POLL_SECONDS * 1000:.0f} ms; stage columns are medians, from the job's "
-               "enqueued/started/finished times (POST /uploads is not in the latency)"],
+               "enqueued/started/finished times (POST /uploads is not in the latency)",
+               "the stack's S3 (moto), from the benchmark: GET of the 2.5 MB upload "
+               + ", ".join(f"{r['s3_ms']['get_upload_ms']:.0f}" for r in runs)
+               + " ms, PUT of 150 KB "
+               + ", ".join(f"{r['s3_ms']['put_150kb_ms']:.0f}" for r in runs) + " ms"],
         data={"runs": runs},
     )

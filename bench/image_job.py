@@ -42,7 +42,7 @@ def _rss_mb(candidate: str, path: Path, effort: int | None, repeat: int) -> floa
 
 
 def run(config: BenchConfig) -> BenchResult:
-    rounds, rss_repeat = (2, 1) if config.quick else (12, 3)
+    rounds, rss_repeat = (1, 1) if config.quick else (10, 3)
     rss_inputs = ("12mp_jpeg",) if config.quick else INPUTS
     paths = inputs.make_inputs(inputs.cache_dir(), list(INPUTS))
     children = {c: Child(_command(c, "serve", c), _env()) for c in CANDIDATES}
