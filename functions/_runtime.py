@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import threading
 from collections.abc import Callable, Coroutine, Sequence
@@ -162,6 +163,27 @@ def caller(request: Request) -> str:
 
 
 # --- request bodies ------------------------------------------------------------------
+
+
+def is_http_event(event: Any) -> bool:
+    """Whether ``event`` has the shape of an API Gateway HTTP API (v2.0) request."""
+    context = event.get("requestContext") if isinstance(event, dict) else None
+    http = context.get("http") if isinstance(context, dict) else None
+    return isinstance(http, dict) and isinstance(http.get("method"), str) \
+        and isinstance(event.get("rawPath"), str)
+
+
+def bad_event_response() -> dict[str, Any]:
+    """The proxy answer to an invocation that is no HTTP request (a misrouted or hand-made
+    event): 400 in the error shape, built without reading the event."""
+    error = ApiError("the invocation is not an API Gateway HTTP API (v2.0) request")
+    count("RequestsRejected", code=error.code)
+    return {
+        "statusCode": error.status_code,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps(error.body()),
+        "isBase64Encoded": False,
+    }
 
 
 def unreadable_body(event: dict[str, Any]) -> ApiError | None:

@@ -61,6 +61,9 @@ def openapi_json() -> Response[str]:
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runtime.container()  # bad settings fail the invocation here, not as an HTTP 4xx
+    if not runtime.is_http_event(event):
+        logger.error("rejected an event that is not an API Gateway v2.0 request")
+        return runtime.bad_event_response()
     refusal = runtime.unreadable_body(event)
     if refusal is not None:
         return runtime.respond(refusal, event)

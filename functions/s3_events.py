@@ -15,9 +15,11 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.exceptions import InvalidModelTypeError
 from aws_lambda_powertools.utilities.parser.models import S3Model, S3RecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
 from functions import _runtime as runtime
 from shared.api_models import IMAGE_CONTENT_TYPES, UploadKey
@@ -47,11 +49,19 @@ class ImageJob:
 
 @logger.inject_lambda_context(correlation_id_path=S3_REQUEST_ID)
 @tracer.capture_lambda_handler
-@event_parser(model=S3Model)
-def lambda_handler(event: S3Model, context: LambdaContext) -> dict[str, int]:
-    jobs = [job for record in event.Records if (job := _image_job(record)) is not None]
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, int]:
+    try:
+        parsed = parse(event=event, model=S3Model)
+    except (ValidationError, InvalidModelTypeError) as exc:
+        # Retrying cannot fix the event's shape: log, count and return, so Lambda does
+        # not run it twice more and ship it to the failure destination.
+        logger.error("rejected an event that is not an S3 notification",
+                     extra={"error": str(exc)[:500]})
+        runtime.count("EventsRejected")
+        return {"records": 0, "jobs": 0, "new_jobs": 0, "rejected": 1}
+    jobs = [job for record in parsed.Records if (job := _image_job(record)) is not None]
     created = runtime.run(lambda q: _enqueue_all(q, jobs)) if jobs else 0
-    summary = {"records": len(event.Records), "jobs": len(jobs), "new_jobs": created}
+    summary = {"records": len(parsed.Records), "jobs": len(jobs), "new_jobs": created}
     logger.info("s3 records handled", extra=summary)
     return summary
 

@@ -157,6 +157,9 @@ class UploadCreate(BaseModel):
             raise ValueError("filename must be one printable path segment without / or \\")
         if name != name.strip():
             raise ValueError("filename must not start or end with whitespace")
+        if "${" in name:
+            # S3 would replace "${filename}" in a POST key with a name the uploader picks.
+            raise ValueError("filename must not contain '${'")
         return name
 
 

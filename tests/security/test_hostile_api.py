@@ -74,17 +74,13 @@ HOSTILE_NAMES = [
     "/absolute.jpg", "photo.jpg\x00.exe", "line\nbreak.jpg", "tab\tname.jpg",
     "\u202egpj.exe",  # right-to-left override: shows as "exe.jpg"
     " leading.jpg", "trailing.jpg ", "x" * 201 + ".jpg", "",
+    "${filename}.jpg",  # S3 would substitute a name of the uploader's choosing
 ]
 SAFE_ODD_NAMES = [
     "\uff50\uff48\uff4f\uff54\uff4f.jpg",  # fullwidth letters
     "café.jpg", "cafe\u0301.jpg",  # composed and decomposed accents
     "照片.png", "🙂.webp", "%2e%2e%2fescape.jpg", "a+b c.jpg", "....jpg",
     "con.jpg", "photo.jpg.exe", "'; DROP TABLE uploads;--.jpg",
-    pytest.param("${filename}.jpg", marks=pytest.mark.xfail(strict=True, reason=(
-        "500: shared.s3.presigned_post refuses a key containing '${filename}' (S3 would "
-        "substitute the uploader's own name) with ValueError, unhandled. Fix in "
-        "shared/api_models.py UploadCreate._one_plain_segment: refuse '${' in the filename "
-        "(422), or sanitise it."))),
 ]
 
 
