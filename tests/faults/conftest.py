@@ -3,6 +3,7 @@ go silent, and the figures each test measured (printed at the end of the run).""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,7 @@ def own_redis() -> Iterator[PersistentRedis]:
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -7,6 +7,7 @@ error paths most likely to print them (Redis refusing connections, a job failing
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -90,6 +91,7 @@ async def test_no_secret_reaches_any_log(
         box.close()
         worker.stop()
         server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
     logs = {
         "worker process": worker.log.read_text(errors="replace"),
         "worker-health": "\n".join(health_output),
