@@ -69,7 +69,10 @@ async def test_sigkill_mid_job_is_rerun_by_another_worker(
                 job = await queue.enqueue(
                     "fetch_external_data", {"url": f"{base}/slow/1.5"}, owner="bob"
                 )
-                assert await _wait_status(queue, job.id, "bob", "running", 10) == "running"
+                # wait until the job is mid-request (it has reached the server)
+                with anyio.fail_after(15):
+                    while handler.hits.get("/slow/1.5", 0) < 1:
+                        await anyio.sleep(0.02)
                 # WHEN the worker running it dies without warning
                 first.signal(signal.SIGKILL)
                 first.wait(timeout=5)
