@@ -107,6 +107,17 @@ def git_revision() -> dict[str, Any]:
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
+def _rounded(value: Any) -> Any:
+    """Floats to 4 decimals (raw samples keep their meaning; the file stays small)."""
+    if isinstance(value, float):
+        return value if math.isnan(value) or math.isinf(value) else round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def save(results: list[BenchResult], config: BenchConfig, versions: dict[str, Any],
          directory: Path, started: datetime) -> Path:
     """Write the run to ``directory/<UTC time>[-quick].json`` and ``latest[-quick].json``."""
@@ -119,9 +130,9 @@ def save(results: list[BenchResult], config: BenchConfig, versions: dict[str, An
         "machine": machine(),
         "git": git_revision(),
         "versions": versions,
-        "benchmarks": [asdict(r) for r in results],
+        "benchmarks": [_rounded(asdict(r)) for r in results],
     }
-    text = json.dumps(document, indent=2, sort_keys=False, default=str) + "\n"
+    text = json.dumps(document, indent=1, default=str) + "\n"
     path = directory / f"{started.strftime('%Y%m%dT%H%M%SZ')}{suffix}.json"
     path.write_text(text)
     (directory / f"latest{suffix}.json").write_text(text)

@@ -54,6 +54,13 @@ async def _fill(redis_url: str, queue: str, jobs: int) -> list[str]:
     return ids
 
 
+async def _redis_cpu_seconds(redis_url: str) -> float:
+    """The server's own CPU time so far (user + system), from INFO."""
+    async with _client(redis_url, "bench") as client:
+        info = await client.redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def _failures(redis_url: str, queue: str, ids: list[str]) -> list[str]:
     """Which of ``ids`` did not succeed (a worker that fails every job drains fast too)."""
     bad = []
@@ -99,6 +106,7 @@ def _rate(timeline: list[tuple[float, int]], jobs: int) -> float:
 def trial(redis_url: str, kind: str, processes: int, jobs: int, logdir: Path) -> dict[str, Any]:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     sample = asyncio.run(_fill(redis_url, queue, jobs))
+    redis_cpu = asyncio.run(_redis_cpu_seconds(redis_url))
     env = _settings_env(redis_url, queue)
     logs = [(logdir / f"{queue}-{kind}-{i}.log").open("wb") for i in range(processes)]
     start = time.monotonic()
@@ -107,6 +115,7 @@ def trial(redis_url: str, kind: str, processes: int, jobs: int, logdir: Path) ->
     try:
         timeline = asyncio.run(_watch(redis_url, queue, jobs, procs, timeout=300))
         codes = [p.wait(60) for p in procs]
+        redis_cpu = asyncio.run(_redis_cpu_seconds(redis_url)) - redis_cpu
     finally:
         for p in procs:
             if p.poll() is None:
@@ -126,6 +135,7 @@ def trial(redis_url: str, kind: str, processes: int, jobs: int, logdir: Path) ->
             "rate_10_90": _rate(timeline, jobs),
             "rate_whole": jobs / (timeline[-1][0] - first),
             "cpu_us_per_job": cpu / jobs * 1e6,
+            "redis_cpu_us_per_job": redis_cpu / jobs * 1e6,
             "startup_s": first - start}
 
 
@@ -159,11 +169,13 @@ def run(config: BenchConfig) -> BenchResult:
                      if t["kind"] == k and t["processes"] == processes] for k in KINDS}
         cpu = {k: [t["cpu_us_per_job"] for t in trials
                    if t["kind"] == k and t["processes"] == processes] for k in KINDS}
+        server = {k: [t["redis_cpu_us_per_job"] for t in trials
+                      if t["kind"] == k and t["processes"] == processes] for k in KINDS}
         r = ratio(median(rates["offload"]), median(rates["bare"]))
         for k in KINDS:
             rows.append([processes, k, median(rates[k]), median(whole[k]),
                          ratio(median(rates[k]), median(rates["bare"])), median(cpu[k]),
-                         " ".join(f"{x:.0f}" for x in rates[k])])
+                         median(server[k]), " ".join(f"{x:.0f}" for x in rates[k])])
         goals.append(Goal(f"{processes} process(es): offload worker >= 0.95x bare Streaq",
                           f"{median(rates['offload']):.0f} vs {median(rates['bare']):.0f} "
                           f"jobs/s = {r:.2f}x", r >= 0.95))
@@ -171,7 +183,8 @@ def run(config: BenchConfig) -> BenchResult:
         name="worker_throughput",
         title=f"3. Worker throughput (no-op jobs/s, {rounds} trials of {jobs} jobs each)",
         headers=["processes", "worker", "median jobs/s (10-90%)", "median jobs/s (whole)",
-                 "x bare", "worker CPU us/job", "each trial (jobs/s)"],
+                 "x bare", "worker CPU us/job", "redis-server CPU us/job",
+                 "each trial (jobs/s)"],
         rows=rows, goals=goals,
         notes=[f"{rounds} rounds, kinds rotated; concurrency "
                f"{_concurrency()} per process; redis-server {redis_version}"],
