@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import subprocess
 
-from bench.procs import ROOT, RedisServer, clean_env, python_command
+from bench.procs import ROOT, clean_env, python_command
 from bench.report import BenchConfig, BenchResult, Goal
 from bench.stats import percentile, ratio, summary
+from infra.local.private_redis import RedisServer
 
 P99_LIMIT_MS = 5.0
 

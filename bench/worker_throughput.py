@@ -19,10 +19,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.procs import ROOT, RedisServer, clean_env, python_command
+from bench.procs import ROOT, clean_env, python_command
 from bench.report import BenchConfig, BenchResult, Goal
 from bench.stats import median, ratio, rotations
 from bench.worker_child import TASK_NAME
+from infra.local.private_redis import RedisServer
 
 KINDS = ("bare", "offload")
 POLL_SECONDS = 0.002

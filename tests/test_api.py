@@ -27,12 +27,13 @@ import httpx
 import pytest
 
 from functions import _runtime as runtime
+from infra.local.private_redis import free_port
 from shared.api_models import UploadKey
 from shared.aws import s3_client
 from shared.config import Settings
 from shared.queue import DeadLetter, Keys, record_dead_letter
 from shared.s3 import decode_post_policy, head_object
-from tests.conftest import free_port, load_event
+from tests.conftest import load_event
 
 T = TypeVar("T")
 

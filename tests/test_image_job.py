@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 
+from infra.local.private_redis import free_port
 from shared.aws import s3_client
 from shared.config import Settings
 from shared.jobs import ProcessImageInput
 from shared.models import Blob, Image
 from shared.s3 import S3Unavailable
-from tests.conftest import free_port
 from tests.test_imaging import (
     QUADRANTS,
     close,

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from functions import queue_metrics
+from infra.local.private_redis import free_port
 from shared.config import Settings
 from shared.errors import QueueUnavailable
-from tests.conftest import free_port
 from tests.test_api import LambdaContainer, LambdaContext, SlowHandler
 
 REPORT = {"start_date": "2026-11-01", "end_date": "2026-11-27"}

@@ -15,11 +15,12 @@ import httpx
 import pytest
 
 from functions import s3_events
+from infra.local.private_redis import free_port
 from shared.api_models import UploadKey
 from shared.aws import s3_client
 from shared.config import Settings
 from shared.errors import QueueUnavailable
-from tests.conftest import free_port, load_event
+from tests.conftest import load_event
 from tests.test_api import SUB, Api, LambdaContainer, LambdaContext
 
 OTHER = "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f"

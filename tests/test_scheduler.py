@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from functions import scheduler
+from infra.local.private_redis import free_port
 from shared.config import Settings
 from shared.errors import QueueUnavailable
 from shared.queue import deterministic_job_id
-from tests.conftest import free_port, load_event
+from tests.conftest import load_event
 from tests.test_api import LambdaContainer, LambdaContext
 
 

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from tests.conftest import RedisServer
+from infra.local.private_redis import RedisServer
 
 
 class PersistentRedis(RedisServer):
