@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
+from coredis.commands.script import Script
 from streaq import Worker
 from streaq.task import TaskStatus
 from streaq.types import StreaqCancelled
@@ -38,6 +39,31 @@ _UNFINISHED: dict[TaskStatus, JobState] = {
     TaskStatus.RUNNING: "running",
 }
 T = TypeVar("T")
+
+
+# Enqueue one job in one round trip: write its metadata and publish its task, unless the
+# id is taken. Returns 1 when it enqueued; the stored metadata when the id already has some
+# (nothing is written: the caller decides replay or conflict); 0 when Streaq already holds
+# a task of that id without our metadata (nothing is written either). The publish half is
+# Streaq 7.2's `publish_task` (streaq/lua/streaq.lua; tests/test_queue_enqueue.py compares
+# the two) for a task without dependencies or expiry: a script cannot FCALL Streaq's function,
+# and MULTI/EXEC cannot make the publish depend on the metadata's SET NX.
+#   KEYS: metadata, Streaq task, Streaq stream (this priority), Streaq delayed queue (same)
+#   ARGV: metadata JSON, metadata TTL s, task body, task id, score (0 = now), enqueue ms
+_ENQUEUE_LUA = """
+local existing = redis.call('get', KEYS[1])
+if existing then return existing end
+if not redis.call('set', KEYS[2], ARGV[3], 'nx') then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'ex', ARGV[2])
+if ARGV[5] ~= '0' then
+  redis.call('zadd', KEYS[4], ARGV[5], ARGV[4])
+else
+  redis.call('xadd', KEYS[3], '*', 'task_id', ARGV[4], 'enqueue_time', ARGV[6])
+end
+return 1
+"""
+_TASK_TAKEN = 0
+_ENQUEUE_SCRIPT: Script[str] = Script(script=_ENQUEUE_LUA)
 
 
 def make_streaq(settings: Settings, **worker_kwargs: Any) -> Worker[Any]:
@@ -290,8 +316,6 @@ class JobQueue:
         if spec is None:
             raise NotFound(f"unknown job {name!r}")
         data = spec.validate(payload).model_dump(mode="json")
-        # An id minted here (uuid4) cannot be taken: no check-then-publish is needed.
-        fresh = job_id is None and idempotency_key is None
         if idempotency_key is not None:
             job_id = deterministic_job_id("idempotency", owner, idempotency_key)
         job_id = job_id or uuid.uuid4().hex
@@ -302,8 +326,7 @@ class JobQueue:
             raise ValueError("give delay_seconds or run_at, not both")
         return await self._call(
             lambda: self._enqueue(
-                spec, data, owner, job_id, prio, delay_seconds, run_at, correlation_id,
-                fresh=fresh,
+                spec, data, owner, job_id, prio, delay_seconds, run_at, correlation_id
             )
         )
 
@@ -323,8 +346,6 @@ class JobQueue:
         delay_seconds: float | None,
         run_at: datetime | None,
         correlation_id: str | None,
-        *,
-        fresh: bool = False,
     ) -> EnqueuedJob:
         delay = delay_seconds or 0.0
         if run_at is not None:
@@ -342,54 +363,59 @@ class JobQueue:
             "steps": ",".join(step_ids) if spec.is_pipeline else "",
         }
         ttl = self._meta_ttl(spec, delay)
-        if fresh and not spec.is_pipeline:
-            await self._publish_fresh(spec, data, job_id, json.dumps(meta), ttl, priority, delay)
-            return EnqueuedJob(job_id, spec.name, "scheduled" if delay > 0 else "queued",
-                               created=True)
+        if not spec.is_pipeline:
+            return await self._publish(spec, data, owner, job_id, meta, ttl, priority, delay)
         created = await self.redis.set(
             self.keys.job(job_id), json.dumps(meta), condition=_nx(), ex=ttl
         )
         if not created:
-            existing = await self._meta(job_id)
-            if existing is None or existing.get("owner") != owner:
-                raise Conflict("this job id is taken")
-            if existing.get("digest") != meta["digest"] or existing.get("name") != spec.name:
-                raise Conflict(
-                    "this Idempotency-Key was used with a different job or payload",
-                    {"job_id": job_id},
-                )
-            current = (await self.view(job_id, owner)).status
-            return EnqueuedJob(job_id, spec.name, current, created=False, steps=step_ids)
+            return await self._existing(spec, owner, job_id, meta, await self._meta(job_id))
         try:
-            if spec.is_pipeline:
-                await self._publish_pipeline(spec, data, owner, step_ids, meta, ttl, priority)
-            else:
-                task = self._streaq.enqueue_unsafe(spec.name, **data)
-                task.id = job_id
-                task.start(delay=_delay_arg(delay), priority=priority)
-                await task
+            await self._publish_pipeline(spec, data, owner, step_ids, meta, ttl, priority)
         except BaseException:
             await self.redis.delete([self.keys.job(job_id)])
             raise
-        status: JobState = "scheduled" if delay > 0 or spec.is_pipeline else "queued"
-        return EnqueuedJob(job_id, spec.name, status, created=True, steps=step_ids)
+        return EnqueuedJob(job_id, spec.name, "scheduled", created=True, steps=step_ids)
 
-    async def _publish_fresh(self, spec: JobSpec, data: dict[str, Any], job_id: str,
-                             meta: str, ttl: int, priority: str, delay: float) -> None:
-        """Write a new job's metadata and publish its task in one MULTI/EXEC round trip
-        (rather than SET NX, then publish: two). The metadata is in Redis before any worker
-        can see the task, and a failed call leaves neither behind."""
-        from streaq.types import Streaq as StreaqFunctions
-
-        task = self._streaq.enqueue_unsafe(spec.name, **data)
+    async def _publish(self, spec: JobSpec, data: dict[str, Any], owner: str, job_id: str,
+                       meta: dict[str, str], ttl: int, priority: str,
+                       delay: float) -> EnqueuedJob:
+        """Write the job's metadata and publish its task in one round trip, or return the
+        job that already has this id (:data:`_ENQUEUE_LUA`: one script, so the metadata
+        exists before any worker can see the task, and a taken id publishes nothing)."""
+        streaq = self._streaq
+        task = streaq.enqueue_unsafe(spec.name, **data)
         task.id = job_id
-        task.start(delay=_delay_arg(delay), priority=priority)
         enqueued_ms = now_ms()
         body = await task.serialize(enqueued_ms)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.job(job_id), meta, ex=ttl)
-            self._streaq.publish_task(pipe, task, body, enqueued_ms,
-                                      lib=StreaqFunctions(pipe))
+        score = enqueued_ms + round(delay * 1000) if delay > 0 else 0
+        answer: int | str = await _ENQUEUE_SCRIPT(
+            keys=[self.keys.job(job_id), streaq.task_key + job_id,
+                  streaq.stream_key + priority, streaq.queue_key + priority],
+            args=[json.dumps(meta), ttl, body, job_id, score, enqueued_ms],
+            client=self.redis,
+        )
+        if isinstance(answer, str):
+            return await self._existing(spec, owner, job_id, meta, json.loads(answer))
+        if answer == _TASK_TAKEN:
+            raise Conflict("this job id is taken")
+        return EnqueuedJob(job_id, spec.name, "scheduled" if delay > 0 else "queued",
+                           created=True)
+
+    async def _existing(self, spec: JobSpec, owner: str, job_id: str, meta: dict[str, str],
+                        existing: dict[str, str] | None) -> EnqueuedJob:
+        """The job an enqueue found under its id: the same one (same owner, job and
+        payload: an idempotent replay), or a :class:`Conflict`."""
+        if existing is None or existing.get("owner") != owner:
+            raise Conflict("this job id is taken")
+        if existing.get("digest") != meta["digest"] or existing.get("name") != spec.name:
+            raise Conflict(
+                "this Idempotency-Key was used with a different job or payload",
+                {"job_id": job_id},
+            )
+        current = (await self.view(job_id, owner)).status
+        steps = tuple(s for s in existing.get("steps", "").split(",") if s)
+        return EnqueuedJob(job_id, spec.name, current, created=False, steps=steps)
 
     async def _publish_pipeline(
         self,
@@ -633,10 +659,6 @@ def _dead_letter_from_json(raw: str) -> DeadLetter:
         tries=int(data["tries"]),
         failed_at=datetime.fromtimestamp(data["failed_ms"] / 1000, tz=UTC),
     )
-
-
-def _delay_arg(delay: float) -> timedelta | None:
-    return timedelta(seconds=delay) if delay > 0 else None
 
 
 def _nx() -> Any:
