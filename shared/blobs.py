@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -55,10 +55,13 @@ class BlobService:
         """Upload ``data`` to ``bucket`` (default: the results bucket); returns the Blob."""
         bucket = bucket or self._settings.results_bucket
         _check_key(key)
-        blob = await self._record_pending(bucket, key, content_type, owner, kind, data)
+        digest = hashlib.sha256(data).digest()
+        blob = await self._record_pending(bucket, key, content_type, owner, kind,
+                                          len(data), digest.hex())
         try:
             info = await anyio.to_thread.run_sync(
-                partial(s3ops.put_object, self._s3, bucket, key, data, content_type)
+                partial(s3ops.put_object, self._s3, bucket, key, data, content_type,
+                        sha256=digest)
             )
         except Exception as exc:
             await self._transition(blob, "error", error=f"{type(exc).__name__}: {exc}"[:1000])
@@ -104,23 +107,33 @@ class BlobService:
         )
 
     async def _record_pending(self, bucket: str, key: str, content_type: str,
-                              owner: str | None, kind: str | None, data: bytes) -> Blob:
+                              owner: str | None, kind: str | None, size: int,
+                              sha256: str) -> Blob:
+        """One atomic upsert (one round trip): the record, created or reset to ``pending``."""
+        from beanie import UpdateResponse
         from pymongo.errors import DuplicateKeyError
 
-        from shared.models import Blob
+        from shared.models import Blob, utcnow
 
-        blob = await Blob.find_one(Blob.bucket == bucket, Blob.key == key)
-        if blob is None:
-            try:
-                blob = Blob(bucket=bucket, key=key, content_type=content_type)
-                await blob.insert()
-            except DuplicateKeyError:  # a concurrent run of the same job inserted it first
-                blob = await Blob.find_one(Blob.bucket == bucket, Blob.key == key)
-                if blob is None:
-                    raise
-        blob.content_type, blob.owner, blob.kind = content_type, owner, kind
-        blob.size, blob.sha256 = len(data), hashlib.sha256(data).hexdigest()
-        await self._transition(blob, "pending", error=None)
+        now = utcnow()
+        update = {
+            "$set": {"content_type": content_type, "owner": owner, "kind": kind,
+                     "size": size, "sha256": sha256, "status": "pending", "error": None,
+                     "updated_at": now},
+            "$setOnInsert": {"bucket": bucket, "key": key, "created_at": now},
+        }
+
+        async def upsert() -> Any:
+            return await Blob.find_one(Blob.bucket == bucket, Blob.key == key).update(
+                update, upsert=True, response_type=UpdateResponse.NEW_DOCUMENT
+            )
+
+        try:
+            blob = await upsert()
+        except DuplicateKeyError:  # a concurrent run of the same job inserted it first
+            blob = await upsert()  # ... so now it matches
+        if not isinstance(blob, Blob):
+            raise RuntimeError(f"upserting the Blob of s3://{bucket}/{key} returned {blob!r}")
         return blob
 
     @staticmethod

@@ -127,9 +127,14 @@ def _sha256_hex(b64: str | None) -> str:
 
 
 def put_object(s3: S3Client, bucket: str, key: str, data: bytes, content_type: str,
-               metadata: dict[str, str] | None = None) -> ObjectInfo:
-    """Upload ``data``; S3 verifies it against the SHA-256 we send and rejects a mismatch."""
-    digest = hashlib.sha256(data).digest()
+               metadata: dict[str, str] | None = None, *,
+               sha256: bytes | None = None) -> ObjectInfo:
+    """Upload ``data``; S3 verifies it against the SHA-256 we send and rejects a mismatch.
+
+    ``sha256`` is the caller's digest of ``data`` when it has one already (hashing a
+    multi-MB body twice is wasted CPU); it is sent as is, so a wrong one makes S3 refuse.
+    """
+    digest = sha256 if sha256 is not None else hashlib.sha256(data).digest()
     meta = {**(metadata or {}), SHA256_METADATA_KEY: digest.hex()}
     with _classified(bucket, key):
         response = s3.put_object(
