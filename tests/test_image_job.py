@@ -245,3 +245,103 @@ async def test_replacing_an_upload_with_a_non_image_drops_the_old_variants(
     assert image_doc is not None
     assert (image_doc.status, image_doc.variants, image_doc.width) == ("failed", {}, None)
     assert result_keys(settings) == []
+
+
+def fail_puts_of(monkeypatch: pytest.MonkeyPatch, name: str, error: Exception) -> None:
+    """Make S3 refuse the PUT of one variant (``name``); every other call goes through."""
+    from shared import s3
+
+    real_put = s3.put_object
+
+    def put_object(s3: Any, bucket: str, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.endswith(f"/{name}.webp"):
+            raise error
+        return real_put(s3, bucket, key, *args, **kwargs)
+
+    monkeypatch.setattr(s3, "put_object", put_object)
+
+
+async def test_variants_are_written_at_the_same_time(
+    mongo: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from shared import s3
+
+    # GIVEN an S3 whose PUTs each wait until the other variant's PUT has started too
+    put_upload(settings, jpeg((400, 300)))
+    both_started = threading.Barrier(2, timeout=10)
+    real_put = s3.put_object
+
+    def put_object(*args: Any, **kwargs: Any) -> Any:
+        both_started.wait()  # BrokenBarrierError if the PUTs ran one after the other
+        return real_put(*args, **kwargs)
+
+    monkeypatch.setattr(s3, "put_object", put_object)
+    # WHEN the job runs
+    async with open_context(settings, redis=None) as ctx:
+        result = await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+    # THEN both variants were written, and recorded as uploaded blobs
+    assert result_keys(settings) == sorted(result["variants"].values())
+    blobs_ = await Blob.find(Blob.owner == OWNER).to_list()
+    assert sorted((b.kind, b.status) for b in blobs_) == [
+        ("image-large", "uploaded"), ("image-thumbnail", "uploaded")
+    ]
+
+
+async def test_a_failed_variant_put_is_retried_and_the_other_is_recorded(
+    mongo: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN S3 fails the thumbnail's PUT as if throttling, but not the large variant's
+    put_upload(settings, jpeg((400, 300)))
+    fail_puts_of(monkeypatch, "thumbnail", S3Unavailable("s3://results/...: SlowDown"))
+    async with open_context(settings, redis=None) as ctx:
+        # WHEN the job runs on its first of four tries
+        with attempt(1, 4), pytest.raises(S3Unavailable):
+            await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+        # THEN the error reaches the retry policy, the Image is still processing, and
+        # each variant's Blob says what happened to it (none is left pending)
+        image_doc = await Image.find_one(Image.source_key == KEY)
+        assert image_doc is not None
+        assert (image_doc.status, image_doc.variants) == ("processing", {})
+        blobs_ = {b.kind: b for b in await Blob.find(Blob.owner == OWNER).to_list()}
+        assert blobs_["image-large"].status == "uploaded"
+        assert blobs_["image-thumbnail"].status == "error"
+        assert "SlowDown" in (blobs_["image-thumbnail"].error or "")
+        # WHEN the last try fails the same way
+        with attempt(4, 4), pytest.raises(S3Unavailable):
+            await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+        image_doc = await Image.find_one(Image.source_key == KEY)
+        assert image_doc is not None
+        assert image_doc.status == "failed"
+        assert (image_doc.error or "").startswith("gave up after 4 tries: S3Unavailable")
+        # WHEN S3 recovers and the upload is delivered again
+        monkeypatch.undo()
+        result = await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+    # THEN the same Image is done, with both variants
+    image_doc = await Image.find_one(Image.source_key == KEY)
+    assert image_doc is not None
+    assert (image_doc.status, image_doc.error) == ("done", None)
+    assert image_doc.variants == result["variants"]
+    assert result_keys(settings) == sorted(result["variants"].values())
+
+
+async def test_a_refused_variant_put_fails_the_image(
+    mongo: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.s3 import S3Refused
+
+    # GIVEN S3 refuses the large variant's PUT for good
+    put_upload(settings, jpeg((400, 300)))
+    fail_puts_of(monkeypatch, "large", S3Refused("S3 refused s3://results/...: AccessDenied"))
+    # WHEN the job runs
+    async with open_context(settings, redis=None) as ctx:
+        with attempt(1, 4), pytest.raises(S3Refused):
+            await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+    # THEN the Image is failed with the reason at once, and lists no variants
+    image_doc = await Image.find_one(Image.source_key == KEY)
+    assert image_doc is not None
+    assert image_doc.status == "failed"
+    assert "AccessDenied" in (image_doc.error or "")
+    assert image_doc.variants == {}
+    assert result_keys(settings) == []

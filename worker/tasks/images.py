@@ -58,13 +58,20 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
     if inp.bucket != ctx.settings.uploads_bucket:
         # Not an upload: no Image to record, and no other bucket's objects to publish.
         raise PermanentJobError(f"bucket {inp.bucket!r} is not the uploads bucket")
-    image = await _upsert_image(inp.bucket, inp.key, upload.owner)
+    source = _Download()
+    async with anyio.create_task_group() as tg:
+        # The upload's GET overlaps the Image's upsert: they do not depend on each other.
+        if not inp.reject_reason:
+            tg.start_soon(source.run, ctx, inp)
+        image = await _upsert_image(inp.bucket, inp.key, upload.owner)
+    written: list[str] = []  # variant keys this run has put, for a permanent failure to drop
     try:
         if inp.reject_reason:
             raise PermanentJobError(inp.reject_reason)
-        processed = await _fetch_and_process(ctx, inp)
+        processed = await _process(ctx, source.result())
+        variants, sizes = await _put_variants(ctx, upload, processed, written)
     except PermanentJobError as exc:
-        await _drop_variants(ctx, image)
+        await _drop_variants(ctx, image, written)
         await _set_status(image, "failed", error=str(exc)[:MAX_REASON_CHARS])
         raise
     except Exception as exc:
@@ -74,14 +81,6 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
             reason = f"gave up after {current_attempt().tries} tries: {type(exc).__name__}: {exc}"
             await _set_status(image, "failed", error=reason[:MAX_REASON_CHARS])
         raise
-    variants: dict[str, str] = {}
-    sizes: dict[str, int] = {}
-    for name, output in processed.outputs.items():
-        key = upload.variant_key(name)
-        await ctx.blobs.put_bytes(
-            key, output.data, output.content_type, owner=upload.owner, kind=f"image-{name}"
-        )
-        variants[name], sizes[name] = key, len(output.data)
     image.variants, image.width, image.height = variants, processed.width, processed.height
     await _set_status(image, "done")
     return {
@@ -93,7 +92,29 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
     }
 
 
-async def _fetch_and_process(ctx: WorkerContext, inp: ProcessImageInput) -> ProcessedImage:
+class _Download:
+    """The upload's bytes, fetched in the background: its outcome is kept, not raised,
+    so that a refusal is reported after the Image exists (to be marked failed)."""
+
+    def __init__(self) -> None:
+        self._data: bytes | None = None
+        self._error: Exception | None = None
+
+    async def run(self, ctx: WorkerContext, inp: ProcessImageInput) -> None:
+        try:
+            self._data = await _fetch(ctx, inp)
+        except Exception as exc:
+            self._error = exc
+
+    def result(self) -> bytes:
+        if self._error is not None:
+            raise self._error
+        if self._data is None:
+            raise RuntimeError("the upload was never fetched")
+        return self._data
+
+
+async def _fetch(ctx: WorkerContext, inp: ProcessImageInput) -> bytes:
     from shared.s3 import ObjectMissing, ObjectTooLarge
 
     settings = ctx.settings
@@ -106,6 +127,11 @@ async def _fetch_and_process(ctx: WorkerContext, inp: ProcessImageInput) -> Proc
         raise PermanentJobError(f"file is larger than the {limit_mib:.1f} MiB limit") from exc
     except ObjectMissing as exc:
         raise PermanentJobError("the uploaded file no longer exists") from exc
+    return data
+
+
+async def _process(ctx: WorkerContext, data: bytes) -> ProcessedImage:
+    settings = ctx.settings
     # Decoding and encoding take 0.1-1 s of CPU: in a thread, so that the worker's
     # heartbeat and its other jobs keep running meanwhile.
     return await anyio.to_thread.run_sync(
@@ -119,29 +145,69 @@ async def _fetch_and_process(ctx: WorkerContext, inp: ProcessImageInput) -> Proc
     )
 
 
+async def _put_variants(ctx: WorkerContext, upload: UploadKey, processed: ProcessedImage,
+                        written: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+    """Write every variant at once (each with its Blob record); their keys and sizes.
+    Each key is appended to ``written`` once its object is in S3.
+
+    Every upload runs to its end even when another fails, so each Blob records its own
+    outcome (``uploaded`` or ``error``, never a cancelled ``pending``); then the first
+    failure is raised, for the job's failure handling and retry policy.
+    """
+    variants = {name: upload.variant_key(name) for name in processed.outputs}
+    errors: list[Exception] = []
+
+    async def put(name: str) -> None:
+        output = processed.outputs[name]
+        try:
+            await ctx.blobs.put_bytes(variants[name], output.data, output.content_type,
+                                      owner=upload.owner, kind=f"image-{name}")
+        except Exception as exc:
+            errors.append(exc)
+        else:
+            written.append(variants[name])
+
+    async with anyio.create_task_group() as tg:
+        for name in variants:
+            tg.start_soon(put, name)
+    if errors:
+        raise errors[0]
+    return variants, {name: len(out.data) for name, out in processed.outputs.items()}
+
+
 async def _upsert_image(bucket: str, source_key: str, owner: str) -> Image:
-    """The upload's one ``Image``, created on first sight and marked ``processing``."""
+    """The upload's one ``Image``, created on first sight and marked ``processing``, in one
+    atomic upsert (one round trip)."""
+    from beanie import UpdateResponse
     from pymongo.errors import DuplicateKeyError
 
-    from shared.models import Image
+    from shared.models import Image, utcnow
 
-    image = await Image.find_one(Image.source_key == source_key)
-    if image is None:
-        try:
-            image = Image(owner=owner, bucket=bucket, source_key=source_key)
-            await image.insert()
-        except DuplicateKeyError:  # a concurrent delivery of the same upload got there first
-            image = await Image.find_one(Image.source_key == source_key)
-            if image is None:
-                raise
-    await _set_status(image, "processing", error=None)
+    now = utcnow()
+    update = {
+        "$set": {"status": "processing", "error": None, "updated_at": now},
+        "$setOnInsert": {"owner": owner, "bucket": bucket, "source_key": source_key,
+                         "variants": {}, "width": None, "height": None, "created_at": now},
+    }
+
+    async def upsert() -> Any:
+        return await Image.find_one(Image.source_key == source_key).update(
+            update, upsert=True, response_type=UpdateResponse.NEW_DOCUMENT
+        )
+
+    try:
+        image = await upsert()
+    except DuplicateKeyError:  # a concurrent delivery of the same upload got there first
+        image = await upsert()  # ... so now it matches
+    if not isinstance(image, Image):
+        raise RuntimeError(f"upserting the Image of {source_key!r} returned {image!r}")
     return image
 
 
-async def _drop_variants(ctx: WorkerContext, image: Image) -> None:
-    """Forget (and delete) variants of an earlier version of the upload: they no longer
-    show what the owner uploaded under this key."""
-    for key in image.variants.values():
+async def _drop_variants(ctx: WorkerContext, image: Image, written: list[str]) -> None:
+    """Forget (and delete) variants of an earlier version of the upload, and any this run
+    wrote before it failed: they do not show what the owner uploaded under this key."""
+    for key in dict.fromkeys([*image.variants.values(), *written]):
         await ctx.blobs.delete(ctx.settings.results_bucket, key)
     image.variants, image.width, image.height = {}, None, None
 
