@@ -6,6 +6,8 @@ would; nothing here reaches behind the API.
 
 from __future__ import annotations
 
+import atexit
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -115,9 +117,26 @@ class ApiClient:
 def post_presigned(upload: dict[str, Any], filename: str, data: bytes,
                    content_type: str, timeout: float = 30.0) -> None:
     """Send the file with a presigned POST (``{"url", "fields"}``) as a browser form would."""
-    response = httpx.post(
+    response = _uploads_client().post(
         upload["url"], data=upload["fields"], timeout=timeout,
         files={"file": (filename, data, content_type)},
     )
     if response.status_code >= 300:
         raise ApiCallError(response.status_code, response.text)
+
+
+_uploads: httpx.Client | None = None
+_uploads_lock = threading.Lock()
+
+
+def _uploads_client() -> httpx.Client:
+    """One pooled client for every presigned upload in the process, as a browser keeps its
+    connection to S3: a client per upload loaded the CA bundle each time and reconnected
+    (52 ms of a 96 ms 12 MP upload to the local stack's S3, measured side by side).
+    It carries no API token: the upload is authorised by its signed fields alone."""
+    global _uploads
+    with _uploads_lock:
+        if _uploads is None:
+            _uploads = httpx.Client()
+            atexit.register(_uploads.close)
+        return _uploads
