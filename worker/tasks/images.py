@@ -168,7 +168,9 @@ async def _put_variants(ctx: WorkerContext, upload: UploadKey, processed: Proces
             written.append(variants[name])
 
     async with anyio.create_task_group() as tg:
-        for name in variants:
+        # Smallest first: its Blob record and PUT go out ahead of the larger one's, so the
+        # thumbnail (what a listing shows first) lands first.
+        for name in sorted(variants, key=lambda n: len(processed.outputs[n].data)):
             tg.start_soon(put, name)
     if errors:
         raise errors[0]
