@@ -235,3 +235,16 @@ TASK_NAMES: frozenset[str] = frozenset(n for n, s in CATALOGUE.items() if not s.
 def get_job(name: str) -> JobSpec | None:
     """The catalogue entry for ``name``, or None."""
     return CATALOGUE.get(name)
+
+
+# The keyword argument that carries a job's context (owner, correlation id) in its queue
+# message, beside the input: the worker reads it from the message it already has, instead of
+# reading the job's metadata from Redis on every run. The policy middleware removes it
+# before the job sees its arguments. Input models refuse unknown fields, and no field
+# starts with an underscore, so it cannot collide with an input.
+CONTEXT_KWARG = "_offload"
+
+
+def job_context(owner: str, correlation_id: str | None) -> dict[str, dict[str, str]]:
+    """The keyword argument to enqueue beside a job's input (see :data:`CONTEXT_KWARG`)."""
+    return {CONTEXT_KWARG: {"owner": owner, "correlation_id": correlation_id or ""}}

@@ -27,7 +27,7 @@ from streaq.types import StreaqCancelled
 
 from shared.config import Settings
 from shared.errors import Conflict, NotFound, QueueUnavailable
-from shared.jobs import CATALOGUE, JobSpec
+from shared.jobs import CATALOGUE, JobSpec, job_context
 
 JobState = Literal[
     "queued", "scheduled", "running", "done", "failed", "aborted", "expired", "unknown"
@@ -384,7 +384,8 @@ class JobQueue:
         job that already has this id (:data:`_ENQUEUE_LUA`: one script, so the metadata
         exists before any worker can see the task, and a taken id publishes nothing)."""
         streaq = self._streaq
-        task = streaq.enqueue_unsafe(spec.name, **data)
+        task = streaq.enqueue_unsafe(spec.name, **data,
+                                     **job_context(owner, meta["correlation_id"]))
         task.id = job_id
         enqueued_ms = now_ms()
         body = await task.serialize(enqueued_ms)
@@ -431,13 +432,16 @@ class JobQueue:
         # the owner) and is chained with Streaq's dependencies: a step is published only
         # when the previous one finished, receiving its result as its input.
         first, *rest = spec.steps
-        head = self._streaq.enqueue_unsafe(first, **data)
+        context = job_context(owner, meta["correlation_id"])
+        head = self._streaq.enqueue_unsafe(first, **data, **context)
         head.id = step_ids[0]
         head.priority = priority
         tail = head
         for step_name, step_id in zip(rest, step_ids[1:], strict=True):
             nxt = self._streaq.enqueue_unsafe(step_name)
-            tail = tail | nxt.parent  # type: ignore[operator]  # placeholder task of enqueue_unsafe
+            # The placeholder task of enqueue_unsafe; the previous step's result is its
+            # positional argument, the job's context its one keyword argument.
+            tail = tail.then(nxt.parent, **context)  # type: ignore[call-overload]
             tail.id = step_id
             tail.priority = priority
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -3,6 +3,7 @@ they were registered with (a benchmark's no-op job, an operator's one-off task).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from streaq import Worker
 
 from shared.config import Settings
 from shared.jobs import CATALOGUE
-from shared.queue import Keys, make_streaq
+from shared.queue import Keys, make_streaq, now_ms
 from worker.policy import Rules, rules_for
 
 
@@ -54,6 +55,15 @@ async def policy_worker(settings: Settings, mongo: Any) -> AsyncIterator[Worker[
             raise RuntimeError("first try fails")
         return "ok"
 
+    @w.task(name="slow")
+    async def slow() -> str:
+        await anyio.sleep(1.0)
+        return "slow ok"
+
+    @w.task(name="quick")
+    async def quick() -> str:
+        return "quick ok"
+
     w.handle_signals = False
     async with anyio.create_task_group() as tg:
         await tg.start(w.run_async)
@@ -72,9 +82,55 @@ async def test_a_non_catalogue_task_runs_and_retries_under_the_policy(
         task = client.enqueue_unsafe("flaky")
         await task
         result = await client.result_by_id(task.id, timeout=timedelta(seconds=20))
-        progress = await client.redis.hgetall(Keys(settings.queue_name).job(task.id) + ":run")
     # THEN the policy retried it (with backoff) and it succeeded on its second try
     assert result.success, result
     assert result.result == "ok"
     assert result.tries == 2
-    assert progress["tries"] == "2"
+
+
+@pytest.mark.anyio
+async def test_only_a_run_that_lasts_records_its_start_and_try(
+    settings: Settings, policy_worker: Worker[Any]
+) -> None:
+    keys = Keys(settings.queue_name)
+    client = make_streaq(settings)
+    async with client:
+        # GIVEN a job that runs for a second and one that returns at once
+        slow, quick = client.enqueue_unsafe("slow"), client.enqueue_unsafe("quick")
+        before_ms = now_ms()
+        await slow
+        await quick
+        # WHEN the slow one has been running for a while
+        progress: dict[str, str] = {}
+        with anyio.fail_after(5):
+            while not progress:
+                await anyio.sleep(0.02)
+                progress = await client.redis.hgetall(keys.job(slow.id) + ":run")
+        # THEN its run record says when it started and which try it is on
+        assert progress["tries"] == "1"
+        assert before_ms <= int(progress["started_ms"]) <= now_ms() - 50
+        slow_result = await client.result_by_id(slow.id, timeout=timedelta(seconds=10))
+        quick_result = await client.result_by_id(quick.id, timeout=timedelta(seconds=10))
+        # ... while the quick one finished without writing any
+        assert not await client.redis.exists([keys.job(quick.id) + ":run"])
+    assert (slow_result.result, quick_result.result) == ("slow ok", "quick ok")
+
+
+@pytest.mark.anyio
+async def test_the_correlation_id_travels_in_the_message_to_the_worker_log(
+    settings: Settings, policy_worker: Worker[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.queue import JobQueue
+
+    caplog.set_level(logging.INFO, logger="offload.worker")
+    async with JobQueue(settings) as queue:
+        # GIVEN a job enqueued for a request
+        job = await queue.enqueue("cleanup_expired_sessions", {"older_than_hours": 24},
+                                  owner="alice", correlation_id="req-42")
+        # WHEN it runs
+        view = await queue.wait(job.id, "alice", timeout=10)
+    # THEN it ran with its input alone (the context is not an input field: the input model
+    # refuses unknown fields), and its run was logged with the request's id
+    assert view.status == "done", view
+    assert f"job cleanup_expired_sessions {job.id} try 1/" in caplog.text
+    assert "correlation_id=req-42" in caplog.text
