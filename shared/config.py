@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # Worker
     worker_concurrency: int = Field(default=16, ge=1)
     worker_grace_period_seconds: int = Field(default=30, ge=0)
+    # Messages a worker process fetches ahead of its free slots, so a finished job's slot
+    # is refilled without waiting for Redis (Streaq's default: as many as its concurrency).
+    # 0 fetches only for free slots: for long jobs, where a buffered message would wait
+    # long enough to be reclaimed by another worker.
+    worker_prefetch: int | None = Field(default=None, ge=0)
     # How long a running job may go without its worker's heartbeat before another worker
     # reclaims it. Shorter: faster recovery after a crash; longer: fewer duplicate runs
     # when a worker is merely slow (a blocked event loop looks like a dead worker).

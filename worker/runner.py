@@ -25,12 +25,23 @@ log = logging.getLogger("offload.worker")
 DEFAULT_STATE_DIR = Path(os.environ.get("OFFLOAD_WORKER_STATE_DIR", "/tmp/offload-worker"))  # noqa: S108
 
 
+class _DropTaskStartLines(logging.Filter):
+    """Streaq logs "task <name> □ <id> → worker <id>" as each job starts; the retry
+    policy's own line ("job <name> <id> try n/m correlation_id=...") says the same and
+    more, so one line per start is enough (``--verbose`` keeps both)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and "→ worker" in record.getMessage())
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
         stream=sys.stdout,
     )
+    if not verbose:
+        logging.getLogger("streaq").addFilter(_DropTaskStartLines())
 
 
 def run_one(settings: Settings, concurrency: int | None, state_dir: Path, verbose: bool,
@@ -49,7 +60,8 @@ def run_one(settings: Settings, concurrency: int | None, state_dir: Path, verbos
     def build() -> Worker[Any]:
         # The same id each time the supervisor starts the worker again after a Redis
         # fault: the health check's state file names it.
-        worker = build_worker(settings, worker_id=worker_id, concurrency=concurrency)
+        worker = build_worker(settings, worker_id=worker_id, concurrency=concurrency,
+                              freeze_after_start=True)
         worker.burst = burst
         return worker
 

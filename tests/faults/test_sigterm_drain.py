@@ -77,3 +77,46 @@ async def test_sigterm_finishes_short_jobs_fetches_nothing_and_hands_on_the_long
         first.stop()
         if second is not None:
             second.stop()
+
+
+async def test_sigterm_hands_on_fetched_jobs_it_did_not_start_at_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The default idle timeout (60 s): without the hand-on, a job that waited in the
+    # stopping worker's prefetch buffer would wait that long for another worker.
+    assert settings.worker_idle_timeout_seconds >= 60
+    drain = settings.model_copy(update={"worker_grace_period_seconds": GRACE})
+    first = WorkerProcess(drain, tmp_path / "first", "--concurrency", "1")
+    second: WorkerProcess | None = None
+    try:
+        first.wait_ready(drain)
+        with slow_server() as (base, handler):
+            async with JobQueue(drain) as queue:
+                # GIVEN a worker with one slot running a job and one more job fetched
+                # into its buffer (it fetches as many as its concurrency ahead)
+                (running,) = await enqueue_fetches(queue, [f"{base}/slow/running/1"], "hand")
+                await wait_running(queue, [running], "hand", 10)
+                (buffered,) = await enqueue_fetches(queue, [f"{base}/slow/buffered/0"], "hand")
+                await asyncio.sleep(0.5)  # fetched by now: the worker's fetch loop is idle
+                # WHEN it receives SIGTERM
+                first.signal(signal.SIGTERM)
+                code = first.wait(timeout=GRACE + 10)
+                # THEN it finished the running job, did not start the buffered one ...
+                assert "/slow/buffered/0" not in handler.hits
+                assert (await queue.view(running, "hand")).status == "done"
+                # ... and handed it on: another worker runs it long before the idle timeout
+                second = WorkerProcess(drain, tmp_path / "second")
+                second.wait_ready(drain)
+                started = time.monotonic()
+                (view,) = await wait_finished(queue, [buffered], "hand", 20)
+                took = time.monotonic() - started
+        assert code == 0, first.output()[-3000:]
+        assert view.status == "done", view
+        assert took < drain.worker_idle_timeout_seconds / 3
+        assert "handed on 1 fetched job(s) it did not start" in first.output()
+        record("fault 2b SIGTERM hands on buffered jobs", idle_timeout_s=60,
+               buffered_job_done_after_s=round(took, 2))
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
