@@ -268,7 +268,8 @@ async def test_variants_are_written_at_the_same_time(
 
     from shared import s3
 
-    # GIVEN an S3 whose PUTs each wait until the other variant's PUT has started too
+    # GIVEN an S3 whose PUTs each wait until the other variant's PUT has started too (the
+    # large one's does not wait for the thumbnail's to end)
     put_upload(settings, jpeg((400, 300)))
     both_started = threading.Barrier(2, timeout=10)
     real_put = s3.put_object
@@ -345,3 +346,129 @@ async def test_a_refused_variant_put_fails_the_image(
     assert "AccessDenied" in (image_doc.error or "")
     assert image_doc.variants == {}
     assert result_keys(settings) == []
+
+
+class LargeEncodeHeld:
+    """``PreparedImage.encode_large`` made to wait, in its thread, until the thumbnail is
+    stored (its ``put_bytes`` returned), to note what the owner could see at that moment,
+    and then to encode, or to fail with ``error``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, settings: Settings,
+                 error: Exception | None = None) -> None:
+        import threading
+
+        from shared.blobs import BlobService
+        from worker.imaging import PreparedImage
+
+        self.thumbnail_stored = threading.Event()
+        self.seen: dict[str, Any] = {}
+        real_put, real_encode = BlobService.put_bytes, PreparedImage.encode_large
+
+        async def put_bytes(blobs: BlobService, key: str, *args: Any, **kwargs: Any) -> Any:
+            blob = await real_put(blobs, key, *args, **kwargs)
+            if key.endswith("/thumbnail.webp"):
+                self.thumbnail_stored.set()
+            return blob
+
+        def encode_large(prepared: PreparedImage) -> Any:
+            import anyio.from_thread
+
+            # Never set if the job stored nothing before the large variant was encoded.
+            self.seen["thumbnail stored first"] = self.thumbnail_stored.wait(timeout=10)
+            self.seen["results"] = result_keys(settings)
+            async def image_now() -> Image | None:
+                return await Image.find_one(Image.source_key == KEY)
+
+            doc = anyio.from_thread.run(image_now)
+            self.seen["image"] = (doc.status, doc.variants) if doc else None
+            if error is not None:
+                raise error
+            return real_encode(prepared)
+
+        monkeypatch.setattr(BlobService, "put_bytes", put_bytes)
+        monkeypatch.setattr(PreparedImage, "encode_large", encode_large)
+
+
+async def test_thumbnail_is_stored_while_the_large_variant_is_encoded(
+    mongo: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an upload, and a large-variant encoder that waits until the thumbnail is stored
+    put_upload(settings, jpeg((1200, 800)))
+    held = LargeEncodeHeld(monkeypatch, settings)
+    # WHEN the job runs
+    async with open_context(settings, redis=None) as ctx:
+        result = await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+    # THEN the thumbnail was in S3 before the large variant was encoded, while the Image
+    # still said "processing" without variants
+    thumb_key = result["variants"]["thumbnail"]
+    assert held.seen == {"thumbnail stored first": True, "results": [thumb_key],
+                         "image": ("processing", {})}
+    # AND the job ended as before: both variants stored and recorded, the Image done
+    assert result_keys(settings) == sorted(result["variants"].values())
+    image_doc = await Image.find_one(Image.source_key == KEY)
+    assert image_doc is not None
+    assert (image_doc.status, image_doc.variants) == ("done", result["variants"])
+    blobs_ = await Blob.find(Blob.owner == OWNER).to_list()
+    assert sorted((b.kind, b.status) for b in blobs_) == [
+        ("image-large", "uploaded"), ("image-thumbnail", "uploaded")
+    ]
+
+
+async def test_a_large_encode_failure_after_the_thumbnail_is_retried(
+    mongo: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the large variant's encoder fails (as if out of memory) once the thumbnail is
+    # stored
+    put_upload(settings, jpeg((1200, 800)))
+    held = LargeEncodeHeld(monkeypatch, settings, error=OSError("encoding error 1"))
+    async with open_context(settings, redis=None) as ctx:
+        # WHEN the job runs on its first of four tries
+        with attempt(1, 4), pytest.raises(OSError, match="encoding error 1"):
+            await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+        # THEN the error reaches the retry policy, and the Image is still processing
+        # without variants: the thumbnail alone is never shown as the result
+        assert held.seen["thumbnail stored first"]
+        image_doc = await Image.find_one(Image.source_key == KEY)
+        assert image_doc is not None
+        assert (image_doc.status, image_doc.variants) == ("processing", {})
+        blobs_ = await Blob.find(Blob.owner == OWNER).to_list()
+        assert [(b.kind, b.status) for b in blobs_] == [("image-thumbnail", "uploaded")]
+        # WHEN the last try fails the same way
+        with attempt(4, 4), pytest.raises(OSError):
+            await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+        image_doc = await Image.find_one(Image.source_key == KEY)
+        assert image_doc is not None
+        assert (image_doc.status, image_doc.variants) == ("failed", {})
+        assert (image_doc.error or "").startswith("gave up after 4 tries: OSError")
+        # WHEN the encoder recovers and the upload is delivered again
+        monkeypatch.undo()
+        result = await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+    # THEN the same Image is done, with both variants
+    image_doc = await Image.find_one(Image.source_key == KEY)
+    assert image_doc is not None
+    assert (image_doc.status, image_doc.error) == ("done", None)
+    assert image_doc.variants == result["variants"]
+    assert result_keys(settings) == sorted(result["variants"].values())
+
+
+async def test_a_permanent_large_encode_failure_drops_the_stored_thumbnail(
+    mongo: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.imaging import ImageRejected
+
+    # GIVEN the large variant is refused for good once the thumbnail is stored
+    put_upload(settings, jpeg((1200, 800)))
+    LargeEncodeHeld(monkeypatch, settings, error=ImageRejected("cannot encode this image"))
+    # WHEN the job runs
+    async with open_context(settings, redis=None) as ctx:
+        with attempt(1, 4), pytest.raises(ImageRejected):
+            await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
+    # THEN the Image is failed at once with the reason, the thumbnail is deleted again, and
+    # its Blob says so
+    image_doc = await Image.find_one(Image.source_key == KEY)
+    assert image_doc is not None
+    assert (image_doc.status, image_doc.variants) == ("failed", {})
+    assert "cannot encode this image" in (image_doc.error or "")
+    assert result_keys(settings) == []
+    blobs_ = await Blob.find(Blob.owner == OWNER).to_list()
+    assert [(b.kind, b.status) for b in blobs_] == [("image-thumbnail", "deleted")]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import math
 import struct
+import weakref
 import zlib
 from collections.abc import Iterator
 
@@ -18,6 +20,7 @@ from worker.imaging import (
     ProcessedImage,
     check_pixels,
     fit_size,
+    prepare_image,
     process_image,
 )
 
@@ -339,6 +342,67 @@ def test_metadata_is_stripped_even_when_huge() -> None:
         assert not image.getexif()
         assert not {"exif", "xmp", "icc_profile"} & image.info.keys()
     assert close(colour_at(decoded(result, "large"), 0.25, 0.25), QUADRANTS[3])
+
+
+# --- the job's two steps ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [jpeg((3000, 2000), orientation=6), encode(quadrants((900, 600), "RGBA"), "PNG"),
+     jpeg((200, 100))],
+    ids=["rotated-jpeg", "rgba-png", "smaller-than-the-thumbnail"],
+)
+def test_prepare_then_encode_large_is_process_image(data: bytes) -> None:
+    # GIVEN an upload
+    # WHEN the job's steps run in turn: prepare (thumbnail encoded), then the large variant
+    prepared = prepare_image(data, max_pixels=MAX_PIXELS)
+    large = prepared.encode_large()
+    # THEN they give exactly what process_image gives (which the image benchmark times)
+    whole = run(data)
+    assert (prepared.width, prepared.height, prepared.source_format) == (
+        whole.width, whole.height, whole.source_format)
+    assert whole.outputs == {"large": large, "thumbnail": prepared.thumbnail}
+
+
+def test_encode_large_lets_go_of_the_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.imaging
+
+    # GIVEN a prepared upload, and a way to see each image the WebP encoder is given
+    prepared = prepare_image(jpeg((1200, 800)), max_pixels=MAX_PIXELS)
+    given: list[weakref.ref[Image.Image]] = []
+    real_encode = worker.imaging.encode_webp
+
+    def encode_webp(image: Image.Image) -> worker.imaging.EncodedImage:
+        given.append(weakref.ref(image))
+        return real_encode(image)
+
+    monkeypatch.setattr(worker.imaging, "encode_webp", encode_webp)
+    # WHEN the large variant is encoded
+    large = prepared.encode_large()
+    gc.collect()
+    # THEN its pixels are freed (not held while the job stores the bytes)...
+    assert (large.width, large.height) == (1200, 800)
+    assert len(given) == 1
+    assert given[0]() is None
+    # ... so it can be encoded only once
+    with pytest.raises(RuntimeError, match="already been encoded"):
+        prepared.encode_large()
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (one_bit_png(12000, 10000), "over the 50.0 MP limit"),
+        (jpeg((800, 600))[:5000], "truncated or corrupt"),
+        (b"not a photo", "cannot identify format"),
+    ],
+    ids=["too-many-pixels", "truncated", "not-an-image"],
+)
+def test_refusals_come_from_prepare_before_any_output(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageRejected, match=reason):
+        prepare_image(data, max_pixels=MAX_PIXELS)
 
 
 # --- refusals -------------------------------------------------------------------------------

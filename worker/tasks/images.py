@@ -2,6 +2,8 @@
 
 The ``Image`` document (one per upload key) tells the owner where it stands:
 ``processing`` -> ``done`` with the variants' keys, or ``failed`` with a readable reason.
+The thumbnail (what a listing shows first) is encoded before the large variant and
+stored while the large one is still encoding; the Image is ``done`` only once both are.
 Running the job twice leaves the same document and overwrites the same two objects, so
 Streaq's at-least-once delivery is harmless. Refusals (not an image, too many pixels,
 rejected by the upload handler) fail at once; S3 faults propagate for the retry policy.
@@ -18,7 +20,7 @@ import anyio
 from shared.errors import PermanentJobError
 from shared.jobs import ProcessImageInput
 from worker.context import WorkerContext
-from worker.imaging import ProcessedImage, process_image
+from worker.imaging import EncodedImage, PreparedImage, prepare_image
 from worker.policy import current_attempt
 from worker.tasks.base import job
 
@@ -68,8 +70,8 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
     try:
         if inp.reject_reason:
             raise PermanentJobError(inp.reject_reason)
-        processed = await _process(ctx, source.result())
-        variants, sizes = await _put_variants(ctx, upload, processed, written)
+        prepared = await _prepare(ctx, source.result())
+        variants, sizes = await _encode_and_put(ctx, upload, prepared, written)
     except PermanentJobError as exc:
         await _drop_variants(ctx, image, written)
         await _set_status(image, "failed", error=str(exc)[:MAX_REASON_CHARS])
@@ -81,13 +83,13 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
             reason = f"gave up after {current_attempt().tries} tries: {type(exc).__name__}: {exc}"
             await _set_status(image, "failed", error=reason[:MAX_REASON_CHARS])
         raise
-    image.variants, image.width, image.height = variants, processed.width, processed.height
+    image.variants, image.width, image.height = variants, prepared.width, prepared.height
     await _set_status(image, "done")
     return {
         "image_id": str(image.id),
         "variants": variants,
-        "width": processed.width,
-        "height": processed.height,
+        "width": prepared.width,
+        "height": prepared.height,
         "bytes": sizes,
     }
 
@@ -130,13 +132,13 @@ async def _fetch(ctx: WorkerContext, inp: ProcessImageInput) -> bytes:
     return data
 
 
-async def _process(ctx: WorkerContext, data: bytes) -> ProcessedImage:
+async def _prepare(ctx: WorkerContext, data: bytes) -> PreparedImage:
     settings = ctx.settings
-    # Decoding and encoding take 0.1-1 s of CPU: in a thread, so that the worker's
+    # Decoding and encoding take 0.1-1 s of CPU: in threads, so that the worker's
     # heartbeat and its other jobs keep running meanwhile.
     return await anyio.to_thread.run_sync(
         partial(
-            process_image,
+            prepare_image,
             data,
             max_pixels=settings.image_max_pixels,
             large_side=settings.image_max_side,
@@ -145,36 +147,46 @@ async def _process(ctx: WorkerContext, data: bytes) -> ProcessedImage:
     )
 
 
-async def _put_variants(ctx: WorkerContext, upload: UploadKey, processed: ProcessedImage,
-                        written: list[str]) -> tuple[dict[str, str], dict[str, int]]:
-    """Write every variant at once (each with its Blob record); their keys and sizes.
-    Each key is appended to ``written`` once its object is in S3.
+async def _encode_and_put(ctx: WorkerContext, upload: UploadKey, prepared: PreparedImage,
+                          written: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+    """Store the thumbnail (its Blob record, then its PUT) while the large variant is
+    encoded in a thread, then store the large one; their keys and sizes. Each key is
+    appended to ``written`` once its object is in S3.
 
-    Every upload runs to its end even when another fails, so each Blob records its own
-    outcome (``uploaded`` or ``error``, never a cancelled ``pending``); then the first
-    failure is raised, for the job's failure handling and retry policy.
+    Every upload runs to its end even when something else fails, so each Blob records its
+    own outcome (``uploaded`` or ``error``, never a cancelled ``pending``); then an encoding
+    error is raised, or else the first failed upload's, for the job's failure handling and
+    retry policy.
     """
-    variants = {name: upload.variant_key(name) for name in processed.outputs}
-    errors: list[Exception] = []
+    variants = {name: upload.variant_key(name) for name in ("large", "thumbnail")}
+    sizes: dict[str, int] = {}
+    put_errors: list[Exception] = []
 
-    async def put(name: str) -> None:
-        output = processed.outputs[name]
+    async def put(name: str, output: EncodedImage) -> None:
         try:
             await ctx.blobs.put_bytes(variants[name], output.data, output.content_type,
                                       owner=upload.owner, kind=f"image-{name}")
         except Exception as exc:
-            errors.append(exc)
+            put_errors.append(exc)
         else:
             written.append(variants[name])
 
+    encode_error: Exception | None = None
     async with anyio.create_task_group() as tg:
-        # Smallest first: its Blob record and PUT go out ahead of the larger one's, so the
-        # thumbnail (what a listing shows first) lands first.
-        for name in sorted(variants, key=lambda n: len(processed.outputs[n].data)):
-            tg.start_soon(put, name)
-    if errors:
-        raise errors[0]
-    return variants, {name: len(out.data) for name, out in processed.outputs.items()}
+        sizes["thumbnail"] = len(prepared.thumbnail.data)
+        tg.start_soon(put, "thumbnail", prepared.thumbnail)
+        try:
+            large = await anyio.to_thread.run_sync(prepared.encode_large)
+        except Exception as exc:  # kept until the thumbnail's upload has run its course
+            encode_error = exc
+        else:
+            sizes["large"] = len(large.data)
+            tg.start_soon(put, "large", large)
+    if encode_error is not None:
+        raise encode_error
+    if put_errors:
+        raise put_errors[0]
+    return variants, {name: sizes[name] for name in variants}
 
 
 async def _upsert_image(bucket: str, source_key: str, owner: str) -> Image:
