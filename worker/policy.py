@@ -118,6 +118,7 @@ def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int
     """Register the policy middleware on ``worker``."""
 
     rules: dict[str, Rules] = {}  # per task name, read once (tasks may be added later)
+    recorder = RunRecorder(worker, retention_seconds)
 
     @worker.middleware
     def retry_policy(fn: AsyncFn) -> AsyncFn:
@@ -135,9 +136,8 @@ def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int
                 spec.name, task.task_id, task.tries, spec.max_tries,
                 context.get("correlation_id") or "-",
             )
-            record = _record_run_later(
-                redis, keys.job(task.task_id) + ":run", task.tries, retention_seconds
-            )
+            run_key = keys.job(task.task_id) + ":run"
+            recorder.started(run_key, task.tries)
             token = _attempt.set(Attempt(task.tries, spec.max_tries))
             try:
                 if spec.timeout_seconds is None:
@@ -180,35 +180,49 @@ def install_retry_policy(worker: Worker[Any], keys: Keys, retention_seconds: int
                     ) from exc
                 raise
             finally:
-                record.cancel()
+                recorder.finished(run_key)
                 _attempt.reset(token)
 
         return run
 
 
-# Writes in flight, so the event loop keeps a reference to each until it is done.
-_record_writes: set[asyncio.Task[None]] = set()
+class RunRecorder:
+    """Writes the run record (start time, try) of each job still running after
+    :data:`RUN_RECORD_AFTER_SECONDS`, for the status API.
 
+    One check that often for all of a worker's running jobs, by a task that lives while
+    any job runs, rather than a timer per job: a short job costs a dict insert and pop."""
 
-def _record_run_later(redis: Any, key: str, tries: int,
-                      retention_seconds: int) -> asyncio.TimerHandle:
-    """Write the run record (start time, try) if the run is still going after
-    :data:`RUN_RECORD_AFTER_SECONDS`; cancel the returned handle when it ends."""
-    loop = asyncio.get_running_loop()
-    started_ms = now_ms()
+    def __init__(self, worker: Worker[Any], retention_seconds: int) -> None:
+        self._worker = worker
+        self._retention = retention_seconds
+        # run key -> [started_ms, tries, recorded]
+        self._running: dict[str, list[int]] = {}
+        self._ticker: asyncio.Task[None] | None = None
 
-    async def write() -> None:
-        try:
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, {"started_ms": str(started_ms), "tries": str(tries)})
-                pipe.expire(key, retention_seconds)
-        except Exception as exc:  # the job goes on; only its "started at" is missing
-            log.warning("could not record the run of %s: %s: %s", key, type(exc).__name__,
-                        exc)
+    def started(self, key: str, tries: int) -> None:
+        self._running[key] = [now_ms(), tries, 0]
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
-    def fire() -> None:
-        pending = loop.create_task(write())
-        _record_writes.add(pending)
-        pending.add_done_callback(_record_writes.discard)
+    def finished(self, key: str) -> None:
+        self._running.pop(key, None)
 
-    return loop.call_later(RUN_RECORD_AFTER_SECONDS, fire)
+    async def _tick(self) -> None:
+        while self._running:
+            await asyncio.sleep(RUN_RECORD_AFTER_SECONDS)
+            due_ms = now_ms() - round(RUN_RECORD_AFTER_SECONDS * 1000)
+            due = [(key, run) for key, run in self._running.items()
+                   if not run[2] and run[0] <= due_ms]
+            if not due:
+                continue
+            try:
+                async with self._worker.redis.pipeline(transaction=False) as pipe:
+                    for key, (started_ms, tries, _) in due:
+                        pipe.hset(key, {"started_ms": str(started_ms), "tries": str(tries)})
+                        pipe.expire(key, self._retention)
+            except Exception as exc:  # the jobs go on; only their "started at" is missing
+                log.warning("could not record %d run(s): %s: %s", len(due),
+                            type(exc).__name__, exc)
+            for _, run in due:
+                run[2] = 1

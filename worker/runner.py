@@ -25,13 +25,18 @@ log = logging.getLogger("offload.worker")
 DEFAULT_STATE_DIR = Path(os.environ.get("OFFLOAD_WORKER_STATE_DIR", "/tmp/offload-worker"))  # noqa: S108
 
 
-class _DropTaskStartLines(logging.Filter):
-    """Streaq logs "task <name> □ <id> → worker <id>" as each job starts; the retry
-    policy's own line ("job <name> <id> try n/m correlation_id=...") says the same and
-    more, so one line per start is enough (``--verbose`` keeps both)."""
+class _DropPerJobLines(logging.Filter):
+    """Streaq logs a line as each job starts ("task <name> □ <id> → worker <id>") and one
+    as it succeeds ("task <name> ■ <id> ← <result>"). The retry policy's own line ("job
+    <name> <id> try n/m correlation_id=...") says more than the first, and a finished job's
+    outcome is in its status; failures and retries are logged at WARNING and above. One
+    line per job is enough by default: ``--verbose`` keeps all three."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO and "→ worker" in record.getMessage())
+        if record.levelno != logging.INFO:
+            return True
+        message = record.getMessage()
+        return not ("→ worker" in message or "■" in message)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -41,7 +46,13 @@ def _configure_logging(verbose: bool) -> None:
         stream=sys.stdout,
     )
     if not verbose:
-        logging.getLogger("streaq").addFilter(_DropTaskStartLines())
+        logging.getLogger("streaq").addFilter(_DropPerJobLines())
+    # The format uses none of the caller's file/line, thread or process: don't compute
+    # them for every record (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def run_one(settings: Settings, concurrency: int | None, state_dir: Path, verbose: bool,
