@@ -19,6 +19,7 @@ import re
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +29,7 @@ from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from coredis.exceptions import RedisError
 from pydantic import ValidationError
@@ -151,6 +153,11 @@ _register_snapstart_hook()
 _OWNER = re.compile(OWNER_PATTERN)
 
 
+def is_owner(sub: str) -> bool:
+    """Whether ``sub`` is a caller id this API accepts (it becomes an S3 key segment)."""
+    return _OWNER.match(sub) is not None
+
+
 def caller(request: Request) -> str:
     """The caller's id: the JWT authorizer's ``sub`` claim (a ``Depends`` for routes)."""
     event = request.resolved_event
@@ -158,7 +165,7 @@ def caller(request: Request) -> str:
     sub = claims.get("sub") if isinstance(claims, dict) else None
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("the request carries no caller identity (JWT claim 'sub')")
-    if not _OWNER.match(sub):
+    if not is_owner(sub):
         raise Unauthorized("the caller identity (JWT claim 'sub') has an unsupported format")
     return sub
 
@@ -236,23 +243,30 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     )
 
 
-_emf: EphemeralMetrics | None = None
+_emf_blobs: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]] = {}
 
 
 def count(metric: str, **dimensions: str) -> None:
     """Emit one EMF count in the ``Offload`` namespace, with its own dimensions.
 
-    The same blob ``single_metric`` prints, from one metrics object kept for the container
-    and cleared per count: ``single_metric`` builds a new one per call (~90 us a count on
-    the hot ``POST /jobs`` path, against ~35 us)."""
-    global _emf
-    if _emf is None:
-        _emf = EphemeralMetrics(namespace=METRICS_NAMESPACE)
-    _emf.clear_metrics()  # flush_metrics leaves them when metrics are disabled
-    for name, value in dimensions.items():
-        _emf.add_dimension(name=name, value=value)
-    _emf.add_metric(name=metric, unit=MetricUnit.Count, value=1)
-    _emf.flush_metrics()
+    The blob ``single_metric`` prints. Powertools serialises it once per metric and
+    dimensions for the container (a handful: job names, error codes); each count then
+    only stamps the time and prints it, as ``flush_metrics`` would (~15 us a count on
+    the hot ``POST /jobs`` path, against ~55 us through add_dimension/add_metric/flush
+    and ~90 us through ``single_metric``)."""
+    if is_metrics_disabled():
+        return
+    key = (metric, tuple(dimensions.items()))
+    blob = _emf_blobs.get(key)
+    if blob is None:
+        emf = EphemeralMetrics(namespace=METRICS_NAMESPACE)
+        for name, value in dimensions.items():
+            emf.add_dimension(name=name, value=value)
+        emf.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+        blob = _emf_blobs[key] = dict(emf.serialize_metric_set())
+    # flush_metrics' own stamp and print.
+    blob["_aws"]["Timestamp"] = int(datetime.now().timestamp() * 1000)
+    print(json.dumps(blob, separators=(",", ":")))
 
 
 def render(error: ApiError) -> Response[dict[str, Any]]:
