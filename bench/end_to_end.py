@@ -6,7 +6,8 @@ presigned POST to (moto's) S3, whose notification reaches ``functions.s3_events`
 SQS, which enqueues ``process_uploaded_image``; a worker downloads the object, writes
 both WebP variants and records the Image. The latency runs from the start of the
 presigned POST until the thumbnail is in the results bucket (polled with HEAD every
-10 ms; the job writes both variants at once, the thumbnail's PUT started first). After
+10 ms; the job stores the thumbnail while the large variant is still encoding, and is
+done when both are stored). After
 each upload the same bytes go through :func:`worker.imaging.process_image` alone, in a
 benchmark child process, so the ratio compares measurements taken minutes apart at most.
 """

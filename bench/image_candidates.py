@@ -1,7 +1,8 @@
 """The image-job candidates. Each turns uploaded bytes into ``{"large", "thumbnail"}`` WebPs.
 
-- ``offload``: the product's pipeline, :func:`worker.imaging.process_image`, exactly as the
-  job calls it (the job adds only the S3 download and upload around it).
+- ``offload``: the product's pipeline, :func:`worker.imaging.process_image`: the same work
+  the job does (``prepare_image`` then ``encode_large``; the job runs the two steps in
+  turn, storing the thumbnail while the second runs, and adds the S3 download and uploads).
 - ``naive``: what a first version would do: open, convert, LANCZOS resize from the full
   decode for each output, WebP at Pillow's default ``method`` (4).
 - ``pyvips``: libvips' ``thumbnail_buffer`` (decodes once, shrinking on load), the
