@@ -201,13 +201,14 @@ def unreadable_body(event: dict[str, Any]) -> ApiError | None:
     multipart bodies too (a multipart type without a boundary escapes as a bare
     ValueError), and a base64 body that is not UTF-8 as a UnicodeDecodeError: both are
     answered here instead, with 413 for an oversized body before anything parses it.
+    (Read from the event as ``APIGatewayProxyEventV2`` reads it, without building one.)
     """
-    request = APIGatewayProxyEventV2(event)
-    if not request.body:
+    body = event.get("body")
+    if not body:
         return None
     try:
-        raw = (base64.b64decode(request.body, validate=True) if request.is_base64_encoded
-               else request.body.encode("utf-8", "surrogatepass"))
+        raw = (base64.b64decode(body, validate=True) if event.get("isBase64Encoded")
+               else body.encode("utf-8", "surrogatepass"))
         raw.decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return ValidationFailed("the request body is not UTF-8 JSON", [
@@ -216,17 +217,43 @@ def unreadable_body(event: dict[str, Any]) -> ApiError | None:
     if len(raw) > limit:
         return PayloadTooLarge(f"the request body is {len(raw)} bytes; the limit is {limit}",
                                {"limit_bytes": limit})
-    media_type = request.headers.get("content-type", "").split(";")[0].strip()
+    media_type = _content_type(event).split(";")[0].strip()
     if media_type and media_type.lower() != "application/json":
         return UnsupportedMediaType("send the body as application/json",
                                     {"content_type": media_type})
     return None
 
 
+def _content_type(event: dict[str, Any]) -> Any:
+    # Looked up as Powertools' CaseInsensitiveDict would (names folded to lower case, the
+    # last of equal names wins), without building one when API Gateway's names are
+    # lower case already.
+    headers = event.get("headers")
+    if isinstance(headers, dict):
+        try:
+            names = "".join(headers)
+        except TypeError:
+            names = None
+        if names is not None and names == names.lower():
+            return headers.get("content-type", "")
+    return APIGatewayProxyEventV2(event).headers.get("content-type", "")
+
+
+def request_id(event: Any) -> Any:
+    """``requestContext.requestId``: the correlation id ``correlation_paths.API_GATEWAY_HTTP``
+    selects, read without a JMESPath search (~8 us a call)."""
+    context = event.get("requestContext") if isinstance(event, dict) else None
+    return context.get("requestId") if isinstance(context, dict) else None
+
+
 def respond(error: ApiError, event: dict[str, Any]) -> dict[str, Any]:
     """``error`` as the proxy integration's answer, built the way Powertools builds routes'."""
-    builder = ResponseBuilder[APIGatewayProxyEventV2](render(error))
-    return builder.build(APIGatewayProxyEventV2(event))
+    return build(render(error), event)
+
+
+def build(response: Response[Any], event: dict[str, Any]) -> dict[str, Any]:
+    """``response`` as the proxy integration's answer to ``event`` (Powertools' builder)."""
+    return ResponseBuilder[APIGatewayProxyEventV2](response).build(APIGatewayProxyEventV2(event))
 
 
 # --- errors --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import itertools
 import json
 import uuid
@@ -424,3 +425,45 @@ def test_generated_requests_answer_the_same_both_ways(paths: Paths,
                                                       batch: list[Request]) -> None:
     taken = paths.compare(batch)
     event(f"{sum(taken)} of {len(taken)} by the plain path")
+
+
+# --- the pieces read without Powertools' helpers -----------------------------------------
+
+
+@pytest.mark.parametrize("event", [
+    {"requestContext": {"requestId": "Zx1AbCdEfGhIjKl="}},
+    {"requestContext": {"requestId": 42}},
+    {"requestContext": {"requestId": None}},
+    {"requestContext": {}},
+    {"requestContext": None},
+    {"requestContext": ["requestId"]},
+    {"requestContext": "requestId"},
+    {},
+    [],
+    "event",
+    None,
+])
+def test_the_correlation_id_is_what_the_powertools_path_selects(event: Any) -> None:
+    from aws_lambda_powertools.logging import correlation_paths
+    from aws_lambda_powertools.utilities import jmespath_utils
+
+    expected = jmespath_utils.query(envelope=correlation_paths.API_GATEWAY_HTTP, data=event)
+    assert runtime.request_id(event) == expected
+
+
+def test_log_lines_carry_the_request_id_as_correlation_id(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the API's log handler writing into a buffer (it holds the stdout of import time)
+    out = io.StringIO()
+    monkeypatch.setattr(functions.api.logger.registered_handler, "stream", out)
+    request = post(plain=True)
+    # WHEN the same request runs both ways
+    paths.compare([request])
+    # THEN both "job enqueued" lines carry the request id, from the same place
+    lines = [json.loads(line) for line in out.getvalue().splitlines()
+             if '"job enqueued"' in line]
+    assert len(lines) == 2  # one per path
+    assert {line["correlation_id"] for line in lines} == {
+        request.event["requestContext"]["requestId"]}
+    assert {line["location"] for line in lines} == {lines[0]["location"]}
