@@ -8,8 +8,8 @@ serves Swagger UI for local use.
 
 The hot request, ``POST /jobs/{name}``, skips the router when ``jobs.plain_create_job``
 shows it valid: ``create_job`` runs with the same arguments, errors go to the same
-handlers, and the response is built by the same ``ResponseBuilder`` (bench/README.md,
-benchmark 4).
+handlers, and the 202 is the one ``ResponseBuilder`` would build (bench/README.md,
+benchmark 4; tests/test_api_fast_path.py holds the two paths equal).
 """
 
 from __future__ import annotations
@@ -63,7 +63,21 @@ def openapi_json() -> Response[str]:
     )
 
 
-def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def _traced(handler: Callable[[dict[str, Any], LambdaContext], dict[str, Any]]) -> Handler:
+    """``tracer.capture_lambda_handler``, unless tracing is off (outside Lambda, or
+    POWERTOOLS_TRACE_DISABLED): then X-Ray's decorator would still open, annotate and close
+    a dummy subsegment per call, ~20 us of a warm POST /jobs. (The context is typed
+    loosely, as Powertools' decorators type it: tests pass look-alikes.)"""
+    return handler if tracer.disabled else tracer.capture_lambda_handler(handler)
+
+
+# The correlation id is correlation_paths.API_GATEWAY_HTTP's, set without a JMESPath search.
+@logger.inject_lambda_context
+@_traced
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(runtime.request_id(event))
     runtime.container()  # bad settings fail the invocation here, not as an HTTP 4xx
     if not runtime.is_http_event(event):
@@ -96,12 +110,3 @@ def _create_job(arguments: dict[str, Any], event: dict[str, Any]) -> dict[str, A
         "headers": {"Content-Type": content_types.APPLICATION_JSON},
         "cookies": [],
     }
-
-
-# With tracing off (outside Lambda, or POWERTOOLS_TRACE_DISABLED) X-Ray's decorator still
-# opens, annotates and closes a dummy subsegment per call: ~20 us of a warm POST /jobs.
-# (The context is typed loosely, as the decorators type it: tests pass look-alikes.)
-# The correlation id is correlation_paths.API_GATEWAY_HTTP's, set by ``handle``.
-lambda_handler: Callable[[dict[str, Any], Any], dict[str, Any]] = logger.inject_lambda_context(
-    handle if tracer.disabled else tracer.capture_lambda_handler(handle),
-)

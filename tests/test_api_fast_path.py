@@ -467,3 +467,17 @@ def test_log_lines_carry_the_request_id_as_correlation_id(
     assert {line["correlation_id"] for line in lines} == {
         request.event["requestContext"]["requestId"]}
     assert {line["location"] for line in lines} == {lines[0]["location"]}
+
+
+def test_with_tracing_on_the_handler_is_traced_under_its_own_name(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {}
+
+    monkeypatch.setattr(functions.api.tracer, "disabled", False)
+    traced = functions.api._traced(lambda_handler)
+    assert traced is not lambda_handler
+    assert traced.__wrapped__ is lambda_handler  # type: ignore[attr-defined]
+    monkeypatch.setattr(functions.api.tracer, "disabled", True)
+    assert functions.api._traced(lambda_handler) is lambda_handler
