@@ -44,3 +44,34 @@ async def test_a_second_copy_of_a_running_message_is_dropped() -> None:
     await worker.run_task(other)
     # THEN only the other one runs
     assert ran == ["b"]
+
+
+@pytest.mark.anyio
+async def test_a_fetch_that_never_answers_ends_with_a_timeout(settings: Any) -> None:
+    import anyio
+
+    from worker.supervisor import bound_fetches
+
+    quick = settings.model_copy(update={"worker_idle_timeout_seconds": 1.1,
+                                        "redis_socket_timeout_seconds": 0.1})
+    worker = _worker()
+    reads: list[tuple[int, bool]] = []
+
+    entries: dict[str, Any] = {"stream": ()}
+
+    async def answers(count: int, block: bool = False) -> Any:
+        reads.append((count, block))
+        return entries
+
+    async def never_answers(count: int, block: bool = False) -> Any:
+        await anyio.sleep_forever()
+
+    worker._read_streams_legacy = answers  # type: ignore[method-assign]
+    worker._read_streams_max_count = never_answers  # type: ignore[method-assign]
+    bound_fetches(worker, quick)
+    # A fetch that answers is passed through ...
+    assert await worker._read_streams_legacy(3, block=True) is entries
+    assert reads == [(3, True)]
+    # ... and one stuck on a dead connection gives up after idle timeout + socket timeout
+    with anyio.fail_after(5), pytest.raises(TimeoutError):
+        await worker._read_streams_max_count(3, block=True)

@@ -28,7 +28,7 @@ from worker.redelivery import (
     run_each_message_once,
     set_prefetch,
 )
-from worker.supervisor import redis_options
+from worker.supervisor import bound_fetches, redis_options
 from worker.tasks.base import JobImpl
 
 log = logging.getLogger("offload.worker")
@@ -89,6 +89,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         redis_kwargs=redis_options(settings),
     )
     set_prefetch(worker, settings.worker_prefetch)
+    bound_fetches(worker, settings)
     run_each_message_once(worker)
     drop_finished_copies(worker)
     holder["worker"] = worker

@@ -46,21 +46,34 @@ KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 
 
 def redis_options(settings: Settings) -> dict[str, Any]:
-    """coredis connection options for a worker's Redis client.
-
-    No reply may take longer than the longest blocking read (``XREADGROUP`` blocks up to
-    the idle timeout) plus the socket timeout: a backstop behind the watchdog for a
-    connection that died while the pool's other connections still answer.
-    """
+    """coredis connection options for a worker's Redis client: a bounded connect and TCP
+    keepalive. No per-command read timeout: coredis arms a timer for every reply, a tenth of
+    a short job's CPU; the one read that can wait long, the fetch, is bounded by
+    :func:`bound_fetches` instead, and the watchdog PINGs the pool."""
     options = {getattr(socket, name): value for name, value in KEEPALIVE.items()
                if hasattr(socket, name)}
     return {
         "connect_timeout": settings.redis_socket_timeout_seconds,
-        "stream_timeout": settings.worker_idle_timeout_seconds
-        + settings.redis_socket_timeout_seconds,
         "socket_keepalive": True,
         "socket_keepalive_options": options,
     }
+
+
+def bound_fetches(worker: Worker[Any], settings: Settings) -> None:
+    """No fetch may take longer than the longest blocking read (``XREADGROUP`` blocks up
+    to the idle timeout) plus the socket timeout: a backstop behind the watchdog for a
+    connection that died while the pool's other connections still answer. A fetch that
+    overruns raises ``TimeoutError``, and :func:`supervise` reconnects."""
+    limit = settings.worker_idle_timeout_seconds + settings.redis_socket_timeout_seconds
+    # Streaq 7.2 fetches through one of these two methods, picked when its fetch loop starts.
+    for name in ("_read_streams_legacy", "_read_streams_max_count"):
+        read = getattr(worker, name)
+
+        async def bounded(count: int, block: bool = False, *, _read: Any = read) -> Any:
+            with anyio.fail_after(limit):
+                return await _read(count, block)
+
+        setattr(worker, name, bounded)
 
 
 def is_redis_fault(exc: BaseException) -> bool:
@@ -101,7 +114,11 @@ async def run_until_fault(worker: Worker[Any], settings: Settings) -> str | None
                 await worker.run_async(task_status=task_status)
                 tg.cancel_scope.cancel()  # stopped on its own: stop watching
 
-            await tg.start(run_worker)
+            # Start-up (Redis commands, the lifespan's clients) is bounded too: a Redis
+            # that accepts connections and never answers would otherwise hold it forever,
+            # before the watchdog starts.
+            with anyio.fail_after(startup_limit(settings)):
+                await tg.start(run_worker)
             fault = await watch(worker, settings)
             _release(worker, settings.worker_grace_period_seconds)
             tg.cancel_scope.cancel()
@@ -109,7 +126,13 @@ async def run_until_fault(worker: Worker[Any], settings: Settings) -> str | None
         if not is_redis_fault(exc):
             raise
         fault = fault or _describe(exc)
+        worker._redis.connection_pool.disconnect()  # nothing may wait on its sockets
     return fault
+
+
+def startup_limit(settings: Settings) -> float:
+    """How long a worker may take to start: a few Redis round trips and the lifespan."""
+    return max(3 * settings.redis_socket_timeout_seconds, 5.0)
 
 
 async def watch(worker: Worker[Any], settings: Settings) -> str:
