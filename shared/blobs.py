@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -110,9 +110,7 @@ class BlobService:
                               owner: str | None, kind: str | None, size: int,
                               sha256: str) -> Blob:
         """One atomic upsert (one round trip): the record, created or reset to ``pending``."""
-        from beanie import UpdateResponse
-        from pymongo.errors import DuplicateKeyError
-
+        from shared.db import upsert_document
         from shared.models import Blob, utcnow
 
         now = utcnow()
@@ -123,18 +121,9 @@ class BlobService:
             "$setOnInsert": {"bucket": bucket, "key": key, "created_at": now},
         }
 
-        async def upsert() -> Any:
-            return await Blob.find_one(Blob.bucket == bucket, Blob.key == key).update(
-                update, upsert=True, response_type=UpdateResponse.NEW_DOCUMENT
-            )
-
-        try:
-            blob = await upsert()
-        except DuplicateKeyError:  # a concurrent run of the same job inserted it first
-            blob = await upsert()  # ... so now it matches
-        if not isinstance(blob, Blob):
-            raise RuntimeError(f"upserting the Blob of s3://{bucket}/{key} returned {blob!r}")
-        return blob
+        return await upsert_document(
+            Blob, lambda: Blob.find_one(Blob.bucket == bucket, Blob.key == key), update
+        )
 
     @staticmethod
     async def _transition(blob: Blob, status: BlobStatus, error: str | None = None) -> None:

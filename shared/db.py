@@ -11,7 +11,8 @@ beanie, pymongo and mongomock are imported inside the functions so that importin
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from shared.config import Settings
 
@@ -19,6 +20,31 @@ SERVER_SELECTION_TIMEOUT_MS = 5_000
 
 _stand_in: Any = None
 _stand_in_lock = threading.Lock()
+
+
+D = TypeVar("D")
+
+
+async def upsert_document(model: type[D], find: Callable[[], Any],
+                          update: Mapping[str, Any]) -> D:
+    """Apply ``update`` to the document ``find()`` matches, inserting it when none does, in
+    one atomic find-and-modify; return the document as it is now. Two concurrent first
+    inserts of the same unique key: the loser gets ``DuplicateKeyError`` and tries once
+    more, when its query matches the winner's document."""
+    from beanie import UpdateResponse
+    from pymongo.errors import DuplicateKeyError
+
+    async def once() -> Any:
+        return await find().update(dict(update), upsert=True,
+                                   response_type=UpdateResponse.NEW_DOCUMENT)
+
+    try:
+        document = await once()
+    except DuplicateKeyError:
+        document = await once()
+    if not isinstance(document, model):
+        raise RuntimeError(f"upserting a {model.__name__} returned {document!r}")
+    return document
 
 
 class StandInRefused(RuntimeError):

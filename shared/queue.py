@@ -439,8 +439,9 @@ class JobQueue:
         tail = head
         for step_name, step_id in zip(rest, step_ids[1:], strict=True):
             nxt = self._streaq.enqueue_unsafe(step_name)
-            # The placeholder task of enqueue_unsafe; the previous step's result is its
-            # positional argument, the job's context its one keyword argument.
+            # enqueue_unsafe's stand-in for the unregistered step (its ``parent``); the
+            # previous step's result is its positional argument, the job's context its one
+            # keyword argument.
             tail = tail.then(nxt.parent, **context)  # type: ignore[call-overload]
             tail.id = step_id
             tail.priority = priority

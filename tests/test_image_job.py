@@ -52,6 +52,15 @@ def result_keys(settings: Settings) -> list[str]:
     return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
+async def assert_image_done(settings: Settings, result: dict[str, Any]) -> None:
+    """The upload's one Image is done, with no error, listing exactly the variants the job
+    returned, and those are the only objects in the results bucket."""
+    image_doc = await Image.find_one(Image.source_key == KEY)
+    assert image_doc is not None
+    assert (image_doc.status, image_doc.error) == ("done", None)
+    assert image_doc.variants == result["variants"]
+    assert result_keys(settings) == sorted(result["variants"].values())
+
 def payload(settings: Settings, key: str = KEY, **extra: Any) -> dict[str, Any]:
     return {"bucket": settings.uploads_bucket, "key": key, **extra}
 
@@ -320,11 +329,7 @@ async def test_a_failed_variant_put_is_retried_and_the_other_is_recorded(
         monkeypatch.undo()
         result = await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
     # THEN the same Image is done, with both variants
-    image_doc = await Image.find_one(Image.source_key == KEY)
-    assert image_doc is not None
-    assert (image_doc.status, image_doc.error) == ("done", None)
-    assert image_doc.variants == result["variants"]
-    assert result_keys(settings) == sorted(result["variants"].values())
+    await assert_image_done(settings, result)
 
 
 async def test_a_refused_variant_put_fails_the_image(
@@ -444,11 +449,7 @@ async def test_a_large_encode_failure_after_the_thumbnail_is_retried(
         monkeypatch.undo()
         result = await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
     # THEN the same Image is done, with both variants
-    image_doc = await Image.find_one(Image.source_key == KEY)
-    assert image_doc is not None
-    assert (image_doc.status, image_doc.error) == ("done", None)
-    assert image_doc.variants == result["variants"]
-    assert result_keys(settings) == sorted(result["variants"].values())
+    await assert_image_done(settings, result)
 
 
 async def test_a_permanent_large_encode_failure_drops_the_stored_thumbnail(

@@ -192,9 +192,7 @@ async def _encode_and_put(ctx: WorkerContext, upload: UploadKey, prepared: Prepa
 async def _upsert_image(bucket: str, source_key: str, owner: str) -> Image:
     """The upload's one ``Image``, created on first sight and marked ``processing``, in one
     atomic upsert (one round trip)."""
-    from beanie import UpdateResponse
-    from pymongo.errors import DuplicateKeyError
-
+    from shared.db import upsert_document
     from shared.models import Image, utcnow
 
     now = utcnow()
@@ -204,18 +202,9 @@ async def _upsert_image(bucket: str, source_key: str, owner: str) -> Image:
                          "variants": {}, "width": None, "height": None, "created_at": now},
     }
 
-    async def upsert() -> Any:
-        return await Image.find_one(Image.source_key == source_key).update(
-            update, upsert=True, response_type=UpdateResponse.NEW_DOCUMENT
-        )
-
-    try:
-        image = await upsert()
-    except DuplicateKeyError:  # a concurrent delivery of the same upload got there first
-        image = await upsert()  # ... so now it matches
-    if not isinstance(image, Image):
-        raise RuntimeError(f"upserting the Image of {source_key!r} returned {image!r}")
-    return image
+    return await upsert_document(
+        Image, lambda: Image.find_one(Image.source_key == source_key), update
+    )
 
 
 async def _drop_variants(ctx: WorkerContext, image: Image, written: list[str]) -> None:
