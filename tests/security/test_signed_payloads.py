@@ -1,5 +1,6 @@
 """Job payloads are signed (``signing_secret``): a task written to Redis by someone
-without the secret is refused by the worker, never unpickled.
+without the secret is refused by the worker, never decoded. Offload's wire format is JSON,
+but the forgery here is a pickle, the most dangerous bytes an attacker could plant.
 
 The forged payload is a pickle whose unpickling would create a file (``open(path, "w")``
 as its reduce callable): the file not existing afterwards proves the bytes were not
@@ -22,6 +23,7 @@ import pytest
 
 from shared.config import Settings
 from shared.queue import JobQueue
+from shared.queue.wire import JobFailure
 from tests.faults.figures import record
 from tests.faults.jobs import enqueue_fetches, wait_finished
 from tests.integration.procs import WorkerProcess, slow_server
@@ -64,7 +66,8 @@ async def outcome(queue: JobQueue, task_id: str, timeout: float = 10) -> tuple[b
         result = await queue.streaq.result_by_id(task_id, timeout=timedelta(seconds=timeout))
     if result.success:
         return True, ""
-    return False, f"{type(result.exception).__name__}: {result.exception}"
+    failure = JobFailure.from_exception(result.exception)
+    return False, f"{failure.type_name}: {failure.message}"
 
 
 @pytest.mark.parametrize("signature", ["wrong", "missing", "truncated"])

@@ -28,6 +28,7 @@ from streaq.types import StreaqCancelled
 from shared.config import Settings
 from shared.errors import Conflict, NotFound, QueueUnavailable
 from shared.jobs import CATALOGUE, JobSpec, job_context
+from shared.queue import wire
 
 JobState = Literal[
     "queued", "scheduled", "running", "done", "failed", "aborted", "expired", "unknown"
@@ -80,6 +81,8 @@ def make_streaq(settings: Settings, **worker_kwargs: Any) -> Worker[Any]:
         queue_name=settings.queue_name,
         priorities=list(settings.priorities),
         signing_secret=settings.signing_secret.get_secret_value(),
+        serializer=wire.dumps,
+        deserializer=wire.loads,
         idle_timeout=settings.worker_idle_timeout_seconds,
         redis_kwargs=redis_kwargs,
         **worker_kwargs,
@@ -181,7 +184,8 @@ def _ms_to_dt(value: Any) -> datetime | None:
 
 
 def _describe_error(exc: BaseException) -> dict[str, str]:
-    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__}
+    failure = wire.JobFailure.from_exception(exc)
+    return {"type": failure.type_name, "message": failure.message}
 
 
 def payload_digest(payload: dict[str, Any]) -> str:
