@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,11 @@ BENCHMARKS: dict[str, str] = {
 RESULTS_DIR = ROOT / "bench" / "results"
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``offload bench`` to the CLI (found by :mod:`shared.cli`)."""
-    p = subparsers.add_parser(
-        "bench", help="run the benchmarks (bench/README.md); tables to stdout, JSON to "
-                      "bench/results/")
+def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``offload bench`` (registered under ``offload.commands`` in pyproject.toml)."""
+    p = add_parser(
+        "bench", help="run the benchmarks (bench/README.md)",
+        description="Run the benchmarks side by side: tables to stdout, JSON to bench/results/.")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run of about a minute: few rounds, small job counts")
     p.add_argument("--only", action="append", choices=sorted(BENCHMARKS), default=None,

@@ -45,7 +45,7 @@ class Stack:
         env = clean_env(OFFLOAD_STATE_DIR=str(directory))
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "dev", "--port", "0", "--ui-port", "0",
+                [sys.executable, "-m", "offload.cli", "dev", "--port", "0", "--ui-port", "0",
                  "--workers", str(workers), "--exit-with-parent"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,

@@ -11,7 +11,7 @@ from PIL import Image
 
 from bench import cold_start, image_candidates, inputs, memory, quality, report, stats
 from bench.worker_throughput import _rate
-from shared.cli import build_parser
+from offload.cli import build_parser
 
 # --- statistics ---------------------------------------------------------------------------
 

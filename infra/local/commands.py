@@ -1,7 +1,7 @@
 """The local stack's subcommands of ``offload``: dev, demo, enqueue, status, abort, fire.
 
-``shared.cli`` discovers :func:`register`. Heavy modules are imported inside each command,
-so ``offload --help`` stays fast.
+Registered under ``offload.commands`` (pyproject.toml). Heavy modules are imported inside
+each command, so ``offload --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -9,25 +9,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+# The subparsers' ``add_parser`` that ``offload`` hands to :func:`register`.
+AddParser = Callable[..., argparse.ArgumentParser]
 
 
-def register(sub: Subparsers) -> None:
+def register(add_parser: AddParser) -> None:
     """Add the local stack's subcommands to ``offload``'s parser."""
-    _add_dev(sub)
-    _add_demo(sub)
-    _add_client_commands(sub)
-    p = sub.add_parser("fire", help="fire one of template.yaml's schedules on the running stack")
+    _add_dev(add_parser)
+    _add_demo(add_parser)
+    _add_client_commands(add_parser)
+    p = add_parser("fire", help="fire a template.yaml schedule on the running stack")
     p.add_argument("name", help="the schedule's job (e.g. send_daily_digest) or logical id")
     p.set_defaults(func=_fire)
 
 
-def _add_dev(sub: Subparsers) -> None:
-    p = sub.add_parser("dev", help="run the whole system on this machine (Ctrl-C stops it)")
+def _add_dev(add_parser: AddParser) -> None:
+    p = add_parser("dev", help="run the whole system on this machine (Ctrl-C stops it)")
     p.add_argument("--port", type=int, default=8000, help="the API's port (0: any free port)")
     p.add_argument("--ui-port", type=int, default=8001,
                    help="Streaq's web UI port (0: any free port)")
@@ -45,9 +46,10 @@ def _add_dev(sub: Subparsers) -> None:
     p.set_defaults(func=_dev)
 
 
-def _add_demo(sub: Subparsers) -> None:
-    p = sub.add_parser("demo", help="run every job end to end against the dev stack "
-                                    "(starting one when none is running)")
+def _add_demo(add_parser: AddParser) -> None:
+    p = add_parser("demo", help="run every job end to end on the dev stack",
+                   description="Run every job end to end against the dev stack (starting one "
+                               "when none is running).")
     p.add_argument("--output", type=Path, default=Path("demo-output"),
                    help="where thumbnails and reports are written")
     p.add_argument("--timeout", type=float, default=120.0,
@@ -55,12 +57,12 @@ def _add_demo(sub: Subparsers) -> None:
     p.set_defaults(func=_demo)
 
 
-def _add_client_commands(sub: Subparsers) -> None:
+def _add_client_commands(add_parser: AddParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--api-url", default=None, help="default: the running dev stack's")
     common.add_argument("--token", default=None, help="default: the running dev stack's")
 
-    p = sub.add_parser("enqueue", parents=[common], help="enqueue a job through the API")
+    p = add_parser("enqueue", parents=[common], help="enqueue a job through the API")
     p.add_argument("name")
     p.add_argument("--data", default="{}", help="the job's input as JSON")
     p.add_argument("--idempotency-key", default=None)
@@ -68,13 +70,13 @@ def _add_client_commands(sub: Subparsers) -> None:
     p.add_argument("--timeout", type=float, default=120.0)
     p.set_defaults(func=_enqueue)
 
-    p = sub.add_parser("status", parents=[common], help="a job's status, result or error")
+    p = add_parser("status", parents=[common], help="a job's status, result or error")
     p.add_argument("job_id")
     p.add_argument("--wait", action="store_true", help="wait until the job finished")
     p.add_argument("--timeout", type=float, default=120.0)
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("abort", parents=[common], help="abort a queued or running job")
+    p = add_parser("abort", parents=[common], help="abort a queued or running job")
     p.add_argument("job_id")
     p.set_defaults(func=_abort)
 

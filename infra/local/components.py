@@ -166,7 +166,7 @@ def fixtures_spec(port: int, env: dict[str, str]) -> ChildSpec:
 def workers_spec(processes: int, state_dir: Path, env: dict[str, str]) -> ChildSpec:
     return ChildSpec(
         name="worker",
-        argv=[PYTHON, "-m", "shared.cli", "worker", "--processes", str(processes),
+        argv=[PYTHON, "-m", "offload.cli", "worker", "--processes", str(processes),
               "--state-dir", str(state_dir / "workers")],
         env=env, cwd=str(REPO_ROOT),
     )

@@ -82,7 +82,7 @@ def _start_stack(console: Console) -> tuple[subprocess.Popen[bytes], StackState]
     console.print(f"No dev stack is running here: starting one (its log: {log_path})")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "dev", "--port", "0", "--ui-port", "0",
+            [sys.executable, "-m", "offload.cli", "dev", "--port", "0", "--ui-port", "0",
              "--exit-with-parent"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the demo, which stops the stack itself

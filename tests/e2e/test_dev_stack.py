@@ -61,7 +61,7 @@ class RunningStack:
 
     def cli(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "OFFLOAD_STATE_DIR": str(self.state_dir)}
-        return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=REPO_ROOT,
+        return subprocess.run([sys.executable, "-m", "offload.cli", *args], cwd=REPO_ROOT,
                               env=env, capture_output=True, text=True, timeout=timeout,
                               check=False)
 
@@ -78,7 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     env["OFFLOAD_STATE_DIR"] = str(state_dir)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "dev", "--port", "0", "--ui-port", "0",
+            [sys.executable, "-m", "offload.cli", "dev", "--port", "0", "--ui-port", "0",
              "--workers", "1", "--exit-with-parent"],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,

@@ -35,7 +35,7 @@ def proxy(own_redis: PersistentRedis) -> Iterator[SilentProxy]:
 def health(settings: Settings, state_dir: Path) -> tuple[bool, str]:
     """``offload worker-health`` as the container runs it."""
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "worker-health", "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "offload.cli", "worker-health", "--state-dir", str(state_dir)],
         env=settings_env(settings), capture_output=True, text=True, timeout=20,
     )
     return done.returncode == 0, done.stdout.strip()

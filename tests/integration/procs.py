@@ -43,7 +43,7 @@ class WorkerProcess:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._out = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "worker", "--state-dir", str(state_dir), *args],
+            [sys.executable, "-m", "offload.cli", "worker", "--state-dir", str(state_dir), *args],
             env=settings_env(settings, **env),
             stdout=self._out,
             stderr=subprocess.STDOUT,

@@ -93,7 +93,7 @@ def test_worker_health_reports_fresh_stale_and_unreachable(
 ) -> None:
     fast = settings.model_copy(update={"worker_idle_timeout_seconds": 2.0})
     env = settings_env(fast)
-    health = [sys.executable, "-m", "shared.cli", "worker-health", "--state-dir"]
+    health = [sys.executable, "-m", "offload.cli", "worker-health", "--state-dir"]
 
     def check(state: Path, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*health, str(state)], env={**env, **extra},

@@ -35,7 +35,7 @@ SECRETS = {"signing secret": SIGNING_SECRET, "Redis password": REDIS_PASSWORD,
 
 def health(settings: Settings, state_dir: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "worker-health", "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "offload.cli", "worker-health", "--state-dir", str(state_dir)],
         env=settings_env(settings), capture_output=True, text=True, timeout=20)
     return done.stdout + done.stderr
 

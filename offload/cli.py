@@ -1,0 +1,90 @@
+"""``offload``: one command line for every part of Offload.
+
+Each part registers its own subcommands under the ``offload.commands`` entry-point group
+(``pyproject.toml``); this package names none of them. A part that is not installed here
+(the benchmarks in the worker image) simply has no commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+COMMAND_GROUP = "offload.commands"
+
+# What a part's ``register`` receives: the subparsers' ``add_parser``.
+AddParser = Callable[..., argparse.ArgumentParser]
+Register = Callable[[AddParser], None]
+
+
+def _test(args: argparse.Namespace) -> int:
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args])
+
+
+def _is_absent(exc: ModuleNotFoundError, module: str) -> bool:
+    """Whether ``exc`` says ``module`` itself (or a package above it) is not installed, as
+    opposed to an installed module failing on a missing dependency."""
+    missing = exc.name or ""
+    return bool(missing) and (module == missing or module.startswith(missing + "."))
+
+
+def registered(entries: Iterable[EntryPoint] | None = None) -> list[Register]:
+    """The ``register`` functions of every installed part (default: the ``offload.commands``
+    entry points), by entry-point name. A module that is not installed is skipped; a
+    module that fails to import for any other reason raises."""
+    if entries is None:
+        entries = entry_points(group=COMMAND_GROUP)
+    found: list[Register] = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        try:
+            register: Any = entry.load()
+        except ModuleNotFoundError as exc:
+            if _is_absent(exc, entry.module):
+                continue
+            raise
+        found.append(register)
+    return found
+
+
+def _parser_and_commands() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(
+        prog="offload", description="Run slow work behind a serverless API.")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="COMMAND")
+    p = sub.add_parser("test", help="run the test suite (arguments go to pytest)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_test)
+    for register in registered():
+        register(sub.add_parser)
+    return parser, sub.choices
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole parser: ``test`` plus every registered part's subcommands."""
+    return _parser_and_commands()[0]
+
+
+def command_names() -> list[str]:
+    """Every subcommand ``offload`` knows here."""
+    return list(_parser_and_commands()[1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # `offload test -q -k x`: everything after "test" belongs to pytest, dashes included.
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "test":
+        args.pytest_args = [*extra, *args.pytest_args]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
