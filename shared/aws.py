@@ -7,9 +7,7 @@ importing ``shared`` stays cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from shared.config import Settings
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -17,7 +15,18 @@ if TYPE_CHECKING:
     from mypy_boto3_ses import SESClient
 
 
-def _client(service: str, settings: Settings) -> Any:
+class AwsSettings(Protocol):
+    """Where the clients connect: ``shared.config.Settings`` is one. A protocol, so that this
+    module needs nothing from ``shared.config``, which uses it to resolve secrets."""
+
+    @property
+    def aws_region(self) -> str: ...
+
+    @property
+    def aws_endpoint_url(self) -> str | None: ...
+
+
+def _client(service: str, settings: AwsSettings) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -35,13 +44,13 @@ def _client(service: str, settings: Settings) -> Any:
     return session.client(service, endpoint_url=settings.aws_endpoint_url or None, config=config)
 
 
-def s3_client(settings: Settings) -> S3Client:
+def s3_client(settings: AwsSettings) -> S3Client:
     return _client("s3", settings)  # type: ignore[no-any-return]
 
 
-def ses_client(settings: Settings) -> SESClient:
+def ses_client(settings: AwsSettings) -> SESClient:
     return _client("ses", settings)  # type: ignore[no-any-return]
 
 
-def secrets_client(settings: Settings) -> SecretsManagerClient:
+def secrets_client(settings: AwsSettings) -> SecretsManagerClient:
     return _client("secretsmanager", settings)  # type: ignore[no-any-return]

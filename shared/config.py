@@ -13,6 +13,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.aws import secrets_client
+
 DEV_SIGNING_SECRET = "offload-dev-signing-secret-not-for-production"  # noqa: S105
 
 
@@ -108,8 +110,6 @@ def resolve_secrets(settings: Settings) -> Settings:
               if getattr(settings, arn_field)}
     if not wanted:
         return settings
-    from shared.aws import secrets_client
-
     client = secrets_client(settings)
     values = dict(settings)
     for field, arn_field in wanted.items():
