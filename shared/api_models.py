@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
+from shared.errors import PermanentJobError
 from shared.jobs import CATALOGUE
 from shared.queue import deterministic_job_id
 
@@ -180,6 +181,10 @@ class UploadPublic(PublicModel):
     links: UploadLinks
 
 
+class InvalidUploadKey(PermanentJobError, ValueError):
+    """An S3 key ``POST /uploads`` did not make: a job given one fails at once, not retried."""
+
+
 class UploadKey(BaseModel):
     """``uploads/{owner}/{upload_id}/{filename}``: who uploaded what, readable from S3 alone."""
 
@@ -202,6 +207,23 @@ class UploadKey(BaseModel):
         if not (_OWNER.match(owner) and _UPLOAD_ID.match(upload_id) and filename):
             return None
         return cls(owner=owner, upload_id=upload_id, filename=filename)
+
+    @classmethod
+    def require(cls, key: str) -> UploadKey:
+        """The parts of a decoded key; :class:`InvalidUploadKey` (saying which key and what
+        shape was expected) when it was not made by ``POST /uploads``."""
+        upload = cls.parse(key)
+        if upload is None:
+            raise InvalidUploadKey(
+                f"key {key!r:.200} is not uploads/{{owner}}/{{upload_id}}/{{filename}} as "
+                f"POST /uploads makes it"
+            )
+        return upload
+
+    def variant_key(self, name: str) -> str:
+        """Where the ``name`` variant of this upload goes in the results bucket (a bucket
+        that does not trigger the S3 handler again)."""
+        return f"images/{self.owner}/{self.upload_id}/{name}.webp"
 
     def job_id(self, bucket: str) -> str:
         """The image job's id. Bucket and key alone: the API promises it before the upload
