@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import anyio
 
@@ -42,6 +42,14 @@ def _check_key(key: str) -> None:
         raise InvalidBlobKey(f"S3 key must not start with '/' or hold control chars: {key!r:.80}")
 
 
+class BlobLabels(TypedDict, total=False):
+    """Where a put object goes and what its ``Blob`` says about it."""
+
+    bucket: str | None  # default: the results bucket
+    owner: str | None  # the caller the object belongs to
+    kind: str | None  # what it is ("report", "thumbnail"...), for listing
+
+
 class BlobService:
     """Put, get, delete and share S3 objects, recording each one as a ``Blob``."""
 
@@ -49,15 +57,16 @@ class BlobService:
         self._s3 = s3
         self._settings = settings
 
-    async def put_bytes(self, key: str, data: bytes, content_type: str, *,
-                        bucket: str | None = None, owner: str | None = None,
-                        kind: str | None = None) -> Blob:
-        """Upload ``data`` to ``bucket`` (default: the results bucket); returns the Blob."""
-        bucket = bucket or self._settings.results_bucket
+    async def put_bytes(self, key: str, data: bytes, content_type: str,
+                        **labels: Unpack[BlobLabels]) -> Blob:
+        """Upload ``data`` (by default to the results bucket); returns its ``Blob``."""
+        bucket = labels.get("bucket") or self._settings.results_bucket
         _check_key(key)
         digest = hashlib.sha256(data).digest()
-        blob = await self._record_pending(bucket, key, content_type, owner, kind,
-                                          len(data), digest.hex())
+        blob = await self._record_pending(bucket, key, {
+            "content_type": content_type, "owner": labels.get("owner"),
+            "kind": labels.get("kind"), "size": len(data), "sha256": digest.hex(),
+        })
         try:
             info = await anyio.to_thread.run_sync(
                 partial(s3ops.put_object, self._s3, bucket, key, data, content_type,
@@ -70,13 +79,11 @@ class BlobService:
         await self._transition(blob, "uploaded")
         return blob
 
-    async def put_file(self, key: str, path: Path, content_type: str, *,
-                       bucket: str | None = None, owner: str | None = None,
-                       kind: str | None = None) -> Blob:
+    async def put_file(self, key: str, path: Path, content_type: str,
+                       **labels: Unpack[BlobLabels]) -> Blob:
         """Upload a local file's contents; see :meth:`put_bytes`."""
         data = await anyio.to_thread.run_sync(path.read_bytes)
-        return await self.put_bytes(key, data, content_type, bucket=bucket, owner=owner,
-                                    kind=kind)
+        return await self.put_bytes(key, data, content_type, **labels)
 
     async def get_bytes(self, bucket: str, key: str,
                         max_bytes: int | None = None) -> tuple[bytes, str]:
@@ -106,18 +113,16 @@ class BlobService:
             partial(s3ops.presigned_get, self._s3, bucket, key, expires_seconds)
         )
 
-    async def _record_pending(self, bucket: str, key: str, content_type: str,
-                              owner: str | None, kind: str | None, size: int,
-                              sha256: str) -> Blob:
-        """One atomic upsert (one round trip): the record, created or reset to ``pending``."""
+    @staticmethod
+    async def _record_pending(bucket: str, key: str, fields: dict[str, Any]) -> Blob:
+        """One atomic upsert (one round trip): the record, created or reset to ``pending``
+        with ``fields`` (content type, owner, kind, size, SHA-256)."""
         from shared.db import upsert_document
         from shared.models import Blob, utcnow
 
         now = utcnow()
         update = {
-            "$set": {"content_type": content_type, "owner": owner, "kind": kind,
-                     "size": size, "sha256": sha256, "status": "pending", "error": None,
-                     "updated_at": now},
+            "$set": {**fields, "status": "pending", "error": None, "updated_at": now},
             "$setOnInsert": {"bucket": bucket, "key": key, "created_at": now},
         }
 

@@ -1,8 +1,8 @@
 """Open MongoDB and bind the beanie models to it: a real server, or the in-memory stand-in.
 
 With ``OFFLOAD_MONGODB_URI`` set, PyMongo's ``AsyncMongoClient``. Without it (development
-and tests only), ``mongomock_motor.AsyncMongoMockClient``: one per process, never closed,
-because a test and the worker it runs share the process and must see the same data.
+and tests only), the in-memory stand-in (:mod:`shared.stand_in`): one per process, never
+closed, because a test and the worker it runs share the process and must see the same data.
 
 beanie, pymongo and mongomock are imported inside the functions so that importing
 ``shared`` stays cheap for the Lambdas.
@@ -94,46 +94,7 @@ def _stand_in_client(settings: Settings) -> Any:
         )
     with _stand_in_lock:
         if _stand_in is None:
-            from mongomock_motor import AsyncMongoMockClient
+            from shared.stand_in import StandInClient
 
-            _shim_list_collection_names()
-            _shim_aggregate()
-            _stand_in = AsyncMongoMockClient(tz_aware=True)
+            _stand_in = StandInClient()
         return _stand_in
-
-
-def _shim_list_collection_names() -> None:
-    """beanie 2 calls ``list_collection_names(authorizedCollections=True, nameOnly=True)``;
-    mongomock accepts neither keyword. Both only narrow what a real server returns, so the
-    stand-in drops them and keeps every other argument as is."""
-    from mongomock_motor import AsyncMongoMockDatabase
-
-    original = AsyncMongoMockDatabase.list_collection_names
-    if getattr(original, "_offload_shim", False):
-        return
-
-    async def list_collection_names(self: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("authorizedCollections", None)
-        kwargs.pop("nameOnly", None)
-        return await original(self, *args, **kwargs)
-
-    list_collection_names._offload_shim = True  # type: ignore[attr-defined]
-    # Class-level so every database the client hands out (one per __getitem__) has it.
-    AsyncMongoMockDatabase.list_collection_names = list_collection_names  # type: ignore[method-assign]
-
-
-def _shim_aggregate() -> None:
-    """PyMongo's async ``Collection.aggregate`` is a coroutine that returns the cursor, and
-    beanie 2 awaits it; mongomock_motor returns the cursor directly. Make the stand-in's a
-    coroutine too, so ``Document.aggregate(...)`` runs the same code on both."""
-    from mongomock_motor import AsyncMongoMockCollection
-
-    original = AsyncMongoMockCollection.aggregate
-    if getattr(original, "_offload_shim", False):
-        return
-
-    async def aggregate(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return original(self, *args, **kwargs)
-
-    aggregate._offload_shim = True  # type: ignore[attr-defined]
-    AsyncMongoMockCollection.aggregate = aggregate  # type: ignore[method-assign,assignment]

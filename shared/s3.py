@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, Required, TypedDict, Unpack
 from urllib.parse import quote
 
 from shared.errors import PermanentJobError, TransientJobError
@@ -126,16 +126,21 @@ def _sha256_hex(b64: str | None) -> str:
         return ""
 
 
-def put_object(s3: S3Client, bucket: str, key: str, data: bytes, content_type: str,
-               metadata: dict[str, str] | None = None, *,
-               sha256: bytes | None = None) -> ObjectInfo:
-    """Upload ``data``; S3 verifies it against the SHA-256 we send and rejects a mismatch.
+class PutOptions(TypedDict, total=False):
+    """What :func:`put_object` may be told besides the bytes and their type."""
 
-    ``sha256`` is the caller's digest of ``data`` when it has one already (hashing a
-    multi-MB body twice is wasted CPU); it is sent as is, so a wrong one makes S3 refuse.
-    """
-    digest = sha256 if sha256 is not None else hashlib.sha256(data).digest()
-    meta = {**(metadata or {}), SHA256_METADATA_KEY: digest.hex()}
+    # User metadata stored with the object (the SHA-256 is added to it).
+    metadata: dict[str, str]
+    # The caller's digest of the bytes when it has one already (so they are hashed once);
+    # sent as is, so a wrong one makes S3 refuse the upload.
+    sha256: bytes
+
+
+def put_object(s3: S3Client, bucket: str, key: str, data: bytes, content_type: str,
+               **options: Unpack[PutOptions]) -> ObjectInfo:
+    """Upload ``data``; S3 verifies it against the SHA-256 we send and rejects a mismatch."""
+    digest = options["sha256"] if "sha256" in options else hashlib.sha256(data).digest()
+    meta = {**options.get("metadata", {}), SHA256_METADATA_KEY: digest.hex()}
     with _classified(bucket, key):
         response = s3.put_object(
             Bucket=bucket, Key=key, Body=data, ContentType=content_type, Metadata=meta,
@@ -220,13 +225,23 @@ def presigned_get(s3: S3Client, bucket: str, key: str, expires_seconds: int,
     return s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_seconds)
 
 
-def presigned_post(s3: S3Client, bucket: str, key: str, content_type: str, max_bytes: int,
-                   expires_seconds: int, min_bytes: int = 1) -> dict[str, Any]:
+class UploadLimits(TypedDict):
+    """How big a presigned upload may be and how long its policy lasts."""
+
+    max_bytes: Required[int]
+    expires_seconds: Required[int]
+    min_bytes: NotRequired[int]  # default 1: an empty upload is refused
+
+
+def presigned_post(s3: S3Client, bucket: str, key: str, content_type: str,
+                   **limits: Unpack[UploadLimits]) -> dict[str, Any]:
     """A browser upload bound to exactly ``key``, ``content_type`` and a size range.
 
     Returns ``{"url", "fields", "expires_at"}``; ``expires_at`` is the policy's own
     ``expiration`` (ISO 8601, UTC). Real S3 enforces the policy; moto does not.
     """
+    max_bytes, expires_seconds = limits["max_bytes"], limits["expires_seconds"]
+    min_bytes = limits.get("min_bytes", 1)
     _check_expiry(expires_seconds)
     if "${filename}" in key:
         raise ValueError("key must be literal: '${filename}' would let the uploader choose it")

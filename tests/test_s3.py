@@ -197,7 +197,8 @@ def test_presign_expiry_is_validated(settings: Settings, s3: Any) -> None:
     with pytest.raises(ValueError, match="expires_seconds"):
         s3ops.presigned_get(s3, settings.results_bucket, "k", 0)
     with pytest.raises(ValueError, match="expires_seconds"):
-        s3ops.presigned_post(s3, settings.uploads_bucket, "k", "image/png", 10, 8 * 24 * 3600)
+        s3ops.presigned_post(s3, settings.uploads_bucket, "k", "image/png", max_bytes=10,
+                             expires_seconds=8 * 24 * 3600)
 
 
 def test_presigned_post_policy_binds_key_type_size_and_expiry(settings: Settings,
