@@ -13,10 +13,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra.local.aws_services import AwsSetup
 from infra.local.supervisor import ChildSpec
 from infra.local.template import FunctionDef, S3Trigger, Template
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -88,26 +92,25 @@ def base_env(settings_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def settings_env(*, redis_url: str, aws_endpoint: str, mongodb_uri: str, region: str,
-                 queue_name: str, uploads_bucket: str, results_bucket: str, ses_sender: str,
-                 fixtures_host: str) -> dict[str, str]:
-    """The ``OFFLOAD_*`` (and AWS region) settings every component of the stack shares."""
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``OFFLOAD_*`` (and AWS region) variables that make every component of the stack
+    see ``settings``: Redis, the queue, moto's endpoint, the buckets, MongoDB."""
     return {
-        "OFFLOAD_ENV": "development",
-        "OFFLOAD_REDIS_URL": redis_url,
-        "OFFLOAD_QUEUE_NAME": queue_name,
-        "OFFLOAD_AWS_ENDPOINT_URL": aws_endpoint,
-        "OFFLOAD_AWS_REGION": region,
-        "OFFLOAD_UPLOADS_BUCKET": uploads_bucket,
-        "OFFLOAD_RESULTS_BUCKET": results_bucket,
-        "OFFLOAD_SES_SENDER": ses_sender,
-        "OFFLOAD_MONGODB_URI": mongodb_uri,
-        "OFFLOAD_FETCH_ALLOWED_HOSTS": json.dumps([fixtures_host]),
+        "OFFLOAD_ENV": settings.env,
+        "OFFLOAD_REDIS_URL": settings.redis_url,
+        "OFFLOAD_QUEUE_NAME": settings.queue_name,
+        "OFFLOAD_AWS_ENDPOINT_URL": settings.aws_endpoint_url or "",
+        "OFFLOAD_AWS_REGION": settings.aws_region,
+        "OFFLOAD_UPLOADS_BUCKET": settings.uploads_bucket,
+        "OFFLOAD_RESULTS_BUCKET": settings.results_bucket,
+        "OFFLOAD_SES_SENDER": settings.ses_sender,
+        "OFFLOAD_MONGODB_URI": settings.mongodb_uri,
+        "OFFLOAD_FETCH_ALLOWED_HOSTS": json.dumps(list(settings.fetch_allowed_hosts)),
         # Ctrl-C must stop the stack in seconds, not wait out a production drain period.
         "OFFLOAD_WORKER_GRACE_PERIOD_SECONDS": os.environ.get(
             "OFFLOAD_WORKER_GRACE_PERIOD_SECONDS", "2"),
-        "AWS_DEFAULT_REGION": region,
-        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": settings.aws_region,
+        "AWS_REGION": settings.aws_region,
     }
 
 

@@ -168,14 +168,11 @@ def plan_stack(options: DevOptions) -> tuple[Stack, list[str]]:
     if not mongodb_uri:
         mongodb_uri = f"mongodb://127.0.0.1:{ports.mongo}/?directConnection=true"
         mongo_note = "in-memory stand-in (data lives until the stack stops)"
-    defaults = Settings(env="development")
-    shared_settings = c.settings_env(
-        redis_url=redis_url, aws_endpoint=f"http://127.0.0.1:{ports.aws}",
-        mongodb_uri=mongodb_uri, region=defaults.aws_region,
-        queue_name=os.environ.get("OFFLOAD_QUEUE_NAME", defaults.queue_name),
-        uploads_bucket=defaults.uploads_bucket, results_bucket=defaults.results_bucket,
-        ses_sender=defaults.ses_sender, fixtures_host="127.0.0.1",
-    )
+    # The rest (region, queue name, buckets, sender) as OFFLOAD_* or the defaults say.
+    shared_settings = c.settings_env(Settings(
+        env="development", redis_url=redis_url, aws_endpoint_url=f"http://127.0.0.1:{ports.aws}",
+        mongodb_uri=mongodb_uri, fetch_allowed_hosts=("127.0.0.1",),
+    ))
     token = (options.token or os.environ.get("OFFLOAD_DEV_TOKEN")
              or f"dev-{secrets.token_urlsafe(18)}")
     other = f"dev2-{secrets.token_urlsafe(18)}"
@@ -303,8 +300,7 @@ def _gateway_config(stack: Stack) -> Path:
     pools = {p.function.logical_id: p.urls for p in stack.functions.values()
              if any(r.function == p.function.logical_id for r in routes)}
     config = GatewayConfig(
-        port=stack.ports.api, region=stack.settings_env["OFFLOAD_AWS_REGION"], routes=routes,
-        tokens=stack.tokens, pools=pools,
+        port=stack.ports.api, routes=routes, tokens=stack.tokens, pools=pools,
         timeouts={p.function.logical_id: p.function.timeout for p in stack.functions.values()},
     )
     return _write_private(state_dir() / "gateway.json", asdict(config))

@@ -49,7 +49,7 @@ def _joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def http_api_event(request: HttpRequest, route_key: str, path_parameters: Mapping[str, str],
-                   claims: Mapping[str, str] | None, host: str, region: str) -> dict[str, Any]:
+                   claims: Mapping[str, str] | None, host: str) -> dict[str, Any]:
     """The payload 2.0 event API Gateway's HTTP API hands to a Lambda integration."""
     headers = _joined((k.lower(), v) for k, v in request.headers if k.lower() != "cookie")
     cookies = [c.strip() for k, v in request.headers if k.lower() == "cookie"

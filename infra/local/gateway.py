@@ -70,7 +70,6 @@ def _group(name: str) -> str:
 @dataclass
 class GatewayConfig:
     port: int
-    region: str
     routes: list[RouteDef]
     # bearer token -> JWT claims (strings, as the authorizer passes them)
     tokens: dict[str, dict[str, str]]
@@ -157,7 +156,7 @@ class Gateway:
         if claims is None:
             return _message(401, "Unauthorized", [("www-authenticate", "Bearer")]), "-"
         event = http_api_event(request, route.route_key, params, claims if route.auth else None,
-                               host, self.config.region)
+                               host)
         return self.invoke(route.function, event), claims.get("sub", "-")
 
     def invoke(self, function: str, event: dict[str, Any]) -> Reply:
@@ -182,60 +181,95 @@ class Gateway:
         return lambda_result_to_reply(result.payload)
 
 
-def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
-    class GatewayHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "offload-local-gateway"
+class BadRequest(ValueError):
+    """The request's framing (Content-Length, chunk sizes) cannot be read."""
 
-        def _serve(self) -> None:
-            started = time.monotonic()
+
+class GatewayServer(ThreadingHTTPServer):
+    """The gateway's HTTP server: its handlers answer with :attr:`gateway`."""
+
+    daemon_threads = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        super().__init__(("127.0.0.1", gateway.config.port), GatewayHandler)
+
+
+class GatewayHandler(BaseHTTPRequestHandler):
+    """One HTTP request: read it, let the gateway answer, write the reply, log one line."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "offload-local-gateway"
+    server: GatewayServer
+
+    def _serve(self) -> None:
+        started = time.monotonic()
+        reply, who = self._answer()
+        self.send_response(reply.status)
+        for key, value in reply.headers:
+            self.send_header(key, value)
+        self.send_header("content-length", str(len(reply.body)))
+        self.send_header("apigw-requestid", f"{time.time_ns():x}")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(reply.body)
+        elapsed = (time.monotonic() - started) * 1000
+        say(f"{self.command} {self.path} {reply.status} {elapsed:.0f}ms sub={who}")
+
+    def _answer(self) -> tuple[Reply, str]:
+        """The reply and who asked; the connection closes after a body it could not read."""
+        gateway = self.server.gateway
+        try:
             body = self._read_body()
-            if body is None:
-                reply, who = _message(413, "Request Entity Too Large"), "-"
-                self.close_connection = True
-            else:
-                path, _, query = self.path.partition("?")
-                request = HttpRequest(self.command, path, query, list(self.headers.items()),
-                                      body, self.client_address[0], self.request_version)
-                host = self.headers.get("host") or f"127.0.0.1:{gateway.config.port}"
-                reply, who = gateway.handle(request, host)
-            self.send_response(reply.status)
-            for key, value in reply.headers:
-                self.send_header(key, value)
-            self.send_header("content-length", str(len(reply.body)))
-            self.send_header("apigw-requestid", f"{time.time_ns():x}")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(reply.body)
-            elapsed = (time.monotonic() - started) * 1000
-            say(f"{self.command} {self.path} {reply.status} {elapsed:.0f}ms sub={who}")
+        except BadRequest:
+            self.close_connection = True
+            return _message(400, "Bad Request"), "-"
+        if body is None:
+            self.close_connection = True
+            return _message(413, "Request Entity Too Large"), "-"
+        path, _, query = self.path.partition("?")
+        request = HttpRequest(self.command, path, query, list(self.headers.items()),
+                              body, self.client_address[0], self.request_version)
+        host = self.headers.get("host") or f"127.0.0.1:{gateway.config.port}"
+        return gateway.handle(request, host)
 
-        def _read_body(self) -> bytes | None:
-            if self.headers.get("transfer-encoding", "").lower() == "chunked":
-                return self._read_chunked()
-            length = int(self.headers.get("content-length") or 0)
-            if length > MAX_BODY_BYTES:
-                return None
-            return self.rfile.read(length) if length else b""
+    def _read_body(self) -> bytes | None:
+        """The body; None when it is over the payload limit."""
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        length = _size(self.headers.get("content-length") or "0", 10)
+        if length > MAX_BODY_BYTES:
+            return None
+        return self.rfile.read(length) if length else b""
 
-        def _read_chunked(self) -> bytes | None:
-            data = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return data
-                data += self.rfile.read(size)
+    def _read_chunked(self) -> bytes | None:
+        data = b""
+        while True:
+            size = _size(self.rfile.readline().split(b";")[0].strip().decode("latin-1") or "0",
+                         16)
+            if size == 0:
                 self.rfile.readline()
-                if len(data) > MAX_BODY_BYTES:
-                    return None
+                return data
+            if len(data) + size > MAX_BODY_BYTES:
+                return None
+            data += self.rfile.read(size)
+            self.rfile.readline()
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return  # one access line per request is printed by _serve
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # one access line per request is printed by _serve
 
-    return GatewayHandler
+
+def _size(text: str, base: int) -> int:
+    """A Content-Length (base 10) or chunk size (base 16); BadRequest when it is not one."""
+    try:
+        size = int(text, base)
+    except ValueError:
+        raise BadRequest(f"not a size: {text!r:.40}") from None
+    if size < 0:
+        raise BadRequest(f"negative size: {size}")
+    return size
 
 
 def main() -> None:
@@ -244,9 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     exit_on_sigterm()
     exit_with_parent()
-    config = GatewayConfig.load(args.config)
-    server = ThreadingHTTPServer(("127.0.0.1", config.port), make_handler(Gateway(config)))
-    server.daemon_threads = True
+    server = GatewayServer(Gateway(GatewayConfig.load(args.config)))
     server.serve_forever()
 
 

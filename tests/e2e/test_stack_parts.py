@@ -5,6 +5,7 @@ error and timeout handling, the Redis checks and the supervisor's stop."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -21,7 +22,13 @@ from infra.local.events import (
     normalise_s3_record,
     schedule_payload,
 )
-from infra.local.gateway import Gateway, GatewayConfig, lambda_result_to_reply, match_route
+from infra.local.gateway import (
+    Gateway,
+    GatewayConfig,
+    GatewayServer,
+    lambda_result_to_reply,
+    match_route,
+)
 from infra.local.lambda_container import Container
 from infra.local.redis_local import RedisProblem, check_version, parse_version, probe_url
 from infra.local.schedules import ScheduleExpressionError, parse_schedule
@@ -115,7 +122,7 @@ def test_http_event_has_the_payload_2_shape_with_claims() -> None:
                           [("Content-Type", "application/json"), ("Cookie", "a=1; b=2")],
                           b'{"start_date":"2026-11-01"}', "127.0.0.1")
     event = http_api_event(request, "POST /jobs/{name}", {"name": "generate_sales_report"},
-                           {"sub": "dev-user"}, "127.0.0.1:8000", "eu-west-1")
+                           {"sub": "dev-user"}, "127.0.0.1:8000")
 
     assert set(sample) <= set(event) | {"queryStringParameters", "cookies"}
     assert set(sample["requestContext"]) <= set(event["requestContext"])
@@ -129,7 +136,7 @@ def test_http_event_has_the_payload_2_shape_with_claims() -> None:
 def test_http_event_base64_encodes_binary_bodies() -> None:
     request = HttpRequest("POST", "/x", "", [("content-type", "image/png")], b"\x89PNG\x00",
                           "127.0.0.1")
-    event = http_api_event(request, "$default", {}, None, "h", "eu-west-1")
+    event = http_api_event(request, "$default", {}, None, "h")
     assert event["isBase64Encoded"] is True
     assert "authorizer" not in event["requestContext"]
 
@@ -170,7 +177,7 @@ def test_scheduled_events_match_eventbridge_or_deliver_the_input() -> None:
 def test_routes_match_like_api_gateway() -> None:
     health = RouteDef("GET", "/health", "Api", False)
     proxy = RouteDef("ANY", "/{proxy+}", "Api", True)
-    gateway = Gateway(GatewayConfig(0, "eu-west-1", [proxy, health], {"t": {"sub": "s"}}, {}))
+    gateway = Gateway(GatewayConfig(0, [proxy, health], {"t": {"sub": "s"}}, {}))
 
     assert gateway.route("GET", "/health") == (health, {})
     assert gateway.route("POST", "/health") == (proxy, {"proxy": "health"})
@@ -182,6 +189,35 @@ def test_routes_match_like_api_gateway() -> None:
     assert gateway.authorise(proxy, [("Authorization", "Basic t")]) is None
     assert gateway.authorise(proxy, []) is None
     assert gateway.authorise(health, []) == {}
+
+
+@pytest.mark.parametrize(
+    ("framing", "status"),
+    [
+        ("Content-Length: abc\r\n\r\n", 400),
+        ("Content-Length: -5\r\n\r\n", 400),
+        ("Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400),  # not a hex chunk size
+        (f"Content-Length: {11 * 1024 * 1024}\r\n\r\n", 413),
+        ("Transfer-Encoding: chunked\r\n\r\nB00000\r\n", 413),  # one 11 MiB chunk
+    ],
+)
+def test_the_gateway_refuses_a_body_it_cannot_or_must_not_read(framing: str, status: int) -> None:
+    # GIVEN the gateway serving on a free port
+    server = GatewayServer(Gateway(GatewayConfig(0, [], {}, {})))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # WHEN a request arrives whose body framing is broken or over the payload limit
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as conn:
+            conn.sendall(f"POST /jobs/x HTTP/1.1\r\nHost: h\r\n{framing}".encode())
+            reply = conn.makefile("rb").read().decode()  # the gateway closes after it
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    # THEN it answers with a status and a JSON message, without reading (or waiting for) it
+    assert reply.startswith(f"HTTP/1.1 {status} "), reply
+    assert '{"message": ' in reply
 
 
 def test_lambda_results_become_http_responses_by_the_payload_2_rules() -> None:
