@@ -31,8 +31,7 @@ class PersistentLoop:
             coro.close()
             raise RuntimeError("PersistentLoop used from a second thread")
         # Not Runner.run: on the main thread it swaps the SIGINT handler in and out around
-        # every call (~45 us a call, more than the loop's own run), for Ctrl-C handling a
-        # Lambda invocation has no use for.
+        # every call, for Ctrl-C handling a Lambda invocation has no use for.
         return self._runner.get_loop().run_until_complete(coro)
 
     def reset(self) -> None:

@@ -38,11 +38,11 @@ Limits (it is a development tool, never a database):
   updates and ``$match``/``$group``/``$sort``/``$project``/``$lookup``, but not every operator
   exists; a missing one comes back as an error naming it. Only the clash on an insert says
   which index and key collided; one from an update or upsert names only the collection.
-- Performance: one command at a time, and every query is a whole-collection scan (indexes
-  only enforce uniqueness, they speed nothing up). Measured on a 2-core machine: a few
-  hundred to ~1,500 small commands/s; a filtered ``find_one`` over 1,000 documents takes
-  2-5 ms; an insert into a collection with a unique index re-checks every document already
-  there (about 15 ms at 1,000 documents). Fine for a dev stack's thousands, not millions.
+- Performance: one command at a time, every query is a whole-collection scan (indexes
+  only enforce uniqueness, they speed nothing up), mongomock copies every match of a query
+  before returning the first, and an insert into a collection with a unique index re-checks
+  every document already there. Fine for a dev stack's thousands of documents, not
+  millions (figures in bench/README.md).
 - ``hint``, ``maxTimeMS``, read/write concerns and read preferences are accepted and
   ignored; ``w: 0`` writes are applied and not answered, as the protocol requires.
 """

@@ -42,9 +42,10 @@ class ErrorCode(IntEnum):
 def code_name(code: int) -> str:
     """The server's ``codeName`` for a code; ``Location<code>`` for codes without a name,
     as a real server says for its assertion-site codes."""
-    if code in ErrorCode._value2member_map_:
+    try:
         return ErrorCode(code).code_name
-    return f"Location{code}"
+    except ValueError:
+        return f"Location{code}"
 
 
 _CODE_NAMES = {
