@@ -66,12 +66,25 @@ async def keep_alive(beat_file: Path, parent_pid: int | None = None) -> None:
     while True:
         # On the loop itself, not in a thread: the loop's liveness is what it shows, and a
         # busy thread pool must not delay it (one syscall).
-        os.utime(beat_file)
+        _touch(beat_file)
         if parent_pid is not None and os.getppid() != parent_pid:
             log.warning("parent process %d is gone; stopping", parent_pid)
             os.kill(os.getpid(), signal.SIGTERM)
             parent_pid = None
         await anyio.sleep(HEARTBEAT_EVERY_SECONDS)
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except FileNotFoundError:  # the state dir was cleared under us: write it again
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as exc:
+            log.warning("cannot write heartbeat %s: %s", path, exc)
+    except OSError as exc:  # the health check will report it; the worker goes on
+        log.warning("cannot write heartbeat %s: %s", path, exc)
 
 
 def die_with_parent(parent_pid: int) -> None:
