@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     redis_socket_timeout_seconds: float = Field(default=10.0, gt=0)
     # How often a worker PINGs Redis through its own connections (each PING bounded by the
     # socket timeout): a silent Redis is noticed within this plus the socket timeout, and
-    # the worker reconnects in place (worker/supervisor.py).
+    # the worker reconnects in place (worker/redis_watchdog.py).
     worker_redis_check_seconds: float = Field(default=5.0, gt=0)
 
     # AWS (an endpoint override points boto3 at moto's server locally)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 from infra.local.private_redis import RedisServer, free_port
 from shared.config import Settings
+from tests.leftovers import become_subreaper, kill_all, live_descendants
 
 EVENTS = Path(__file__).parent / "events"
 
@@ -33,6 +35,24 @@ os.environ.update(
 for _var in list(os.environ):
     if _var.startswith("OFFLOAD_"):
         del os.environ[_var]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    become_subreaper()  # orphans of the tests' processes stay visible to the check below
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown of session fixtures
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The suite leaves no process behind: any live descendant is listed, killed, and
+    fails the run."""
+    leftovers = live_descendants(os.getpid())
+    if not leftovers:
+        return
+    print(f"\n{len(leftovers)} process(es) left running by the tests (killed):", file=sys.stderr)
+    for pid, command in leftovers:
+        print(f"  pid {pid}: {command[:200]}", file=sys.stderr)
+    kill_all(leftovers)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from shared.config import Settings
 from shared.jobs import ProcessImageInput
 from shared.models import Blob, Image
 from shared.s3 import S3Unavailable
+from tests.support import on_try
 from tests.test_imaging import (
     QUADRANTS,
     close,
@@ -25,7 +26,6 @@ from tests.test_imaging import (
     riff_chunks,
 )
 from worker.context import open_context
-from worker.policy import attempt
 from worker.tasks.images import process_uploaded_image
 
 pytestmark = pytest.mark.anyio
@@ -221,14 +221,14 @@ async def test_s3_outage_is_transient_until_the_last_try(
     down = settings.model_copy(update={"aws_endpoint_url": f"http://127.0.0.1:{free_port()}"})
     async with open_context(down, redis=None) as ctx:
         # WHEN the job runs on its first of four tries
-        with attempt(1, 4), pytest.raises(S3Unavailable):
+        with on_try(1, 4), pytest.raises(S3Unavailable):
             await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
         # THEN the error is one the retry policy retries, and the Image is not failed
         image_doc = await Image.find_one(Image.source_key == KEY)
         assert image_doc is not None
         assert (image_doc.status, image_doc.error) == ("processing", None)
         # WHEN the last try fails the same way
-        with attempt(4, 4), pytest.raises(S3Unavailable):
+        with on_try(4, 4), pytest.raises(S3Unavailable):
             await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
     # THEN the Image says it gave up, instead of staying "processing" forever
     image_doc = await Image.find_one(Image.source_key == KEY)
@@ -307,7 +307,7 @@ async def test_a_failed_variant_put_is_retried_and_the_other_is_recorded(
     fail_puts_of(monkeypatch, "thumbnail", S3Unavailable("s3://results/...: SlowDown"))
     async with open_context(settings, redis=None) as ctx:
         # WHEN the job runs on its first of four tries
-        with attempt(1, 4), pytest.raises(S3Unavailable):
+        with on_try(1, 4), pytest.raises(S3Unavailable):
             await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
         # THEN the error reaches the retry policy, the Image is still processing, and
         # each variant's Blob says what happened to it (none is left pending)
@@ -319,7 +319,7 @@ async def test_a_failed_variant_put_is_retried_and_the_other_is_recorded(
         assert blobs_["image-thumbnail"].status == "error"
         assert "SlowDown" in (blobs_["image-thumbnail"].error or "")
         # WHEN the last try fails the same way
-        with attempt(4, 4), pytest.raises(S3Unavailable):
+        with on_try(4, 4), pytest.raises(S3Unavailable):
             await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
         image_doc = await Image.find_one(Image.source_key == KEY)
         assert image_doc is not None
@@ -342,7 +342,7 @@ async def test_a_refused_variant_put_fails_the_image(
     fail_puts_of(monkeypatch, "large", S3Refused("S3 refused s3://results/...: AccessDenied"))
     # WHEN the job runs
     async with open_context(settings, redis=None) as ctx:
-        with attempt(1, 4), pytest.raises(S3Refused):
+        with on_try(1, 4), pytest.raises(S3Refused):
             await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
     # THEN the Image is failed with the reason at once, and lists no variants
     image_doc = await Image.find_one(Image.source_key == KEY)
@@ -428,7 +428,7 @@ async def test_a_large_encode_failure_after_the_thumbnail_is_retried(
     held = LargeEncodeHeld(monkeypatch, settings, error=OSError("encoding error 1"))
     async with open_context(settings, redis=None) as ctx:
         # WHEN the job runs on its first of four tries
-        with attempt(1, 4), pytest.raises(OSError, match="encoding error 1"):
+        with on_try(1, 4), pytest.raises(OSError, match="encoding error 1"):
             await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
         # THEN the error reaches the retry policy, and the Image is still processing
         # without variants: the thumbnail alone is never shown as the result
@@ -439,7 +439,7 @@ async def test_a_large_encode_failure_after_the_thumbnail_is_retried(
         blobs_ = await Blob.find(Blob.owner == OWNER).to_list()
         assert [(b.kind, b.status) for b in blobs_] == [("image-thumbnail", "uploaded")]
         # WHEN the last try fails the same way
-        with attempt(4, 4), pytest.raises(OSError):
+        with on_try(4, 4), pytest.raises(OSError):
             await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
         image_doc = await Image.find_one(Image.source_key == KEY)
         assert image_doc is not None
@@ -462,7 +462,7 @@ async def test_a_permanent_large_encode_failure_drops_the_stored_thumbnail(
     LargeEncodeHeld(monkeypatch, settings, error=ImageRejected("cannot encode this image"))
     # WHEN the job runs
     async with open_context(settings, redis=None) as ctx:
-        with attempt(1, 4), pytest.raises(ImageRejected):
+        with on_try(1, 4), pytest.raises(ImageRejected):
             await process_uploaded_image(ctx, ProcessImageInput(**payload(settings)))
     # THEN the Image is failed at once with the reason, the thumbnail is deleted again, and
     # its Blob says so

@@ -13,9 +13,11 @@ import pytest
 from streaq import Worker
 
 from shared.config import Settings
+from shared.errors import PermanentJobError
 from shared.jobs import CATALOGUE
 from shared.queue import Keys, make_streaq, now_ms
-from worker.policy import Rules, rules_for
+from shared.queue.wire import JobFailure
+from worker.retry_policy import Rules, rules_for
 
 
 def test_catalogue_jobs_follow_the_catalogue() -> None:
@@ -63,6 +65,14 @@ async def policy_worker(settings: Settings, mongo: Any) -> AsyncIterator[Worker[
     @w.task(name="quick")
     async def quick() -> str:
         return "quick ok"
+
+    @w.task(name="always_fails", max_tries=2)
+    async def always_fails() -> None:
+        raise ConnectionError("origin unreachable")
+
+    @w.task(name="refused", max_tries=3)
+    async def refused() -> None:
+        raise PermanentJobError("not a valid order")
 
     w.handle_signals = False
     async with anyio.create_task_group() as tg:
@@ -134,3 +144,30 @@ async def test_the_correlation_id_travels_in_the_message_to_the_worker_log(
     assert view.status == "done", view
     assert f"job cleanup_expired_sessions {job.id} try 1/" in caplog.text
     assert "correlation_id=req-42" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_final_failure_is_stored_with_whether_it_was_retryable_and_its_tries(
+    settings: Settings, policy_worker: Worker[Any]
+) -> None:
+    client = make_streaq(settings)
+    async with client:
+        # GIVEN a task that fails transiently every time and one refused outright
+        transient = client.enqueue_unsafe("always_fails")
+        permanent = client.enqueue_unsafe("refused")
+        await transient
+        await permanent
+        # WHEN they have failed for good
+        gave_up = await client.result_by_id(transient.id, timeout=timedelta(seconds=20))
+        refused = await client.result_by_id(permanent.id, timeout=timedelta(seconds=20))
+    # THEN each failure record says what it was, whether a retry could help, and after
+    # how many tries it was given up
+    assert not gave_up.success and not refused.success
+    assert isinstance(gave_up.exception, JobFailure)
+    assert isinstance(refused.exception, JobFailure)
+    assert gave_up.exception.record() == {"type": "ConnectionError",
+                                          "message": "origin unreachable",
+                                          "retryable": True, "tries": 2}
+    assert refused.exception.record() == {"type": "PermanentJobError",
+                                          "message": "not a valid order",
+                                          "retryable": False, "tries": 1}

@@ -1,15 +1,28 @@
-"""Unit checks of the delivery guards in ``worker/redelivery.py`` (their behaviour against
-real worker processes is in tests/faults: test_worker_kill.py, test_sigterm_drain.py)."""
+"""Redelivery in one worker: the prefetch setting, a second copy of a running message (the
+retry policy runs the job once), and the Redis client's read timeout. Their behaviour
+against real worker processes is in tests/faults (test_worker_kill.py,
+test_sigterm_drain.py, test_redis_silent.py)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
+import anyio
 import pytest
+from coredis import Redis
+from coredis.response.types import StreamPendingExt
 from streaq import Worker
-from streaq.types import StreamMessage
+from streaq.constants import REDIS_GROUP
 
-from worker.redelivery import run_each_message_once, set_prefetch
+from shared.config import Settings
+from shared.queue import make_streaq
+from worker.redelivery import set_prefetch
+from worker.redis_watchdog import read_timeout, redis_options
+
+IDLE_TIMEOUT = 2.0
 
 
 def _worker(concurrency: int = 4) -> Worker[Any]:
@@ -25,53 +38,103 @@ def test_prefetch_is_counted_beyond_the_free_slots(prefetch: int | None,
     assert worker.prefetch == fetched_at_most
 
 
+@pytest.fixture
+def quick_idle(settings: Settings) -> Settings:
+    return settings.model_copy(update={"worker_idle_timeout_seconds": IDLE_TIMEOUT})
+
+
+@pytest.fixture
+async def counting_worker(quick_idle: Settings, mongo: Any) -> AsyncIterator[Worker[Any]]:
+    """A worker with a slow task that counts its runs, and a no-op to wake its fetch."""
+    from worker.app import build_worker
+
+    w = build_worker(quick_idle, concurrency=4)
+    runs: list[int] = []
+
+    @w.task(name="slow_count", max_tries=3)
+    async def slow_count() -> int:
+        runs.append(1)
+        await anyio.sleep(2.5)
+        return len(runs)
+
+    @w.task(name="wake")
+    async def wake() -> None: ...
+
+    w.handle_signals = False
+    async with anyio.create_task_group() as tg:
+        await tg.start(w.run_async)
+        yield w
+        tg.cancel_scope.cancel()
+
+
 @pytest.mark.anyio
-async def test_a_second_copy_of_a_running_message_is_dropped() -> None:
-    worker = _worker()
-    ran: list[str] = []
+async def test_a_second_copy_of_a_running_message_waits_for_the_first_one_s_outcome(
+    quick_idle: Settings, counting_worker: Worker[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="offload.worker")
+    client = make_streaq(quick_idle)
+    async with client:
+        # GIVEN a job running in the worker
+        task = client.enqueue_unsafe("slow_count")
+        await task
+        stream = client.stream_key + client.priorities[-1]
+        with anyio.fail_after(10):
+            while not await client.redis.xpending(stream, REDIS_GROUP, start="-", end="+",
+                                                  count=10, consumer=counting_worker.id):
+                await anyio.sleep(0.05)
+        await anyio.sleep(0.2)
+        # WHEN its message looks idle and the same worker fetches it again (its fetch
+        # reclaims idle messages first; a new message wakes the blocking read)
+        waiting = "already running in this worker; this copy waits"
+        with anyio.fail_after(10):
+            while waiting not in caplog.text:
+                pending = await client.redis.xpending(stream, REDIS_GROUP, start="-", end="+",
+                                                      count=10, consumer=counting_worker.id)
+                ids = [p.identifier for p in pending if isinstance(p, StreamPendingExt)]
+                await client.redis.xclaim(stream, REDIS_GROUP, counting_worker.id, 0, ids,
+                                          justid=True, idle=counting_worker.idle_timeout)
+                await client.enqueue_unsafe("wake")
+                await anyio.sleep(0.3)
+        result = await client.result_by_id(task.id, timeout=timedelta(seconds=10))
+    # THEN the job's code ran once, and both copies finished with its outcome
+    assert result.success, result
+    assert result.result == 1
+    assert caplog.text.count(f"job slow_count {task.id} try") == 1
 
-    async def run_task(msg: StreamMessage) -> None:
-        ran.append(msg.task_id)
 
-    worker.run_task = run_task  # type: ignore[method-assign]
-    run_each_message_once(worker)
-    first = StreamMessage(message_id="1-0", task_id="a", priority="normal", enqueue_time=0)
-    other = StreamMessage(message_id="2-0", task_id="b", priority="normal", enqueue_time=0)
-    # GIVEN message 1-0 running in this worker
-    worker._running_tasks["normal"].add("1-0")
-    # WHEN a copy of it and another message arrive
-    await worker.run_task(first)
-    await worker.run_task(other)
-    # THEN only the other one runs
-    assert ran == ["b"]
+def test_the_worker_s_read_timeout_outlasts_the_blocking_fetch(settings: Settings) -> None:
+    # GIVEN the worker's Redis options
+    options = redis_options(settings)
+    # THEN no reply may take longer than the blocking XREADGROUP plus the socket timeout,
+    # and an idle fetch is never cut by it
+    assert options["stream_timeout"] == read_timeout(settings)
+    assert read_timeout(settings) == (settings.worker_idle_timeout_seconds
+                                      + settings.redis_socket_timeout_seconds)
 
 
 @pytest.mark.anyio
-async def test_a_fetch_that_never_answers_ends_with_a_timeout(settings: Any) -> None:
-    import anyio
-
-    from worker.supervisor import bound_fetches
+async def test_a_reply_that_never_comes_ends_with_a_timeout(settings: Settings,
+                                                           redis_url: str) -> None:
+    from tests.faults.servers import SilentProxy
 
     quick = settings.model_copy(update={"worker_idle_timeout_seconds": 1.1,
-                                        "redis_socket_timeout_seconds": 0.1})
-    worker = _worker()
-    reads: list[tuple[int, bool]] = []
-
-    entries: dict[str, Any] = {"stream": ()}
-
-    async def answers(count: int, block: bool = False) -> Any:
-        reads.append((count, block))
-        return entries
-
-    async def never_answers(count: int, block: bool = False) -> Any:
-        await anyio.sleep_forever()
-
-    worker._read_streams_legacy = answers  # type: ignore[method-assign]
-    worker._read_streams_max_count = never_answers  # type: ignore[method-assign]
-    bound_fetches(worker, quick)
-    # A fetch that answers is passed through ...
-    assert await worker._read_streams_legacy(3, block=True) is entries
-    assert reads == [(3, True)]
-    # ... and one stuck on a dead connection gives up after idle timeout + socket timeout
-    with anyio.fail_after(5), pytest.raises(TimeoutError):
-        await worker._read_streams_max_count(3, block=True)
+                                        "redis_socket_timeout_seconds": 0.2})
+    proxy = SilentProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        # GIVEN a client with the worker's Redis options, connected through a proxy
+        client: Redis[str] = Redis.from_url(proxy.url, decode_responses=True,
+                                            **redis_options(quick))
+        async with client:
+            assert await client.ping()
+            # WHEN the connection stops answering without closing
+            proxy.go_silent()
+            await anyio.sleep(0.3)  # the proxy's pumps notice between two reads
+            started = anyio.current_time()
+            # THEN a command gives up after the read timeout (coredis' default retry policy
+            # tries it twice more, on fresh connections, each bounded the same way)
+            with anyio.fail_after(10), pytest.raises(TimeoutError):
+                await client.ping()
+            waited = anyio.current_time() - started
+    finally:
+        proxy.close()
+    assert read_timeout(quick) - 0.1 <= waited < 3 * read_timeout(quick) + 2

@@ -21,14 +21,9 @@ from shared.config import Settings, get_settings
 from shared.jobs import CATALOGUE, JobSpec
 from shared.queue import Keys, make_streaq
 from worker.context import WorkerContext, open_context
-from worker.policy import install_retry_policy
-from worker.redelivery import (
-    drop_finished_copies,
-    release_unstarted,
-    run_each_message_once,
-    set_prefetch,
-)
-from worker.supervisor import bound_fetches, redis_options
+from worker.redelivery import release_unstarted, set_prefetch
+from worker.redis_watchdog import redis_options
+from worker.retry_policy import RetryPolicy
 from worker.tasks.base import JobImpl
 
 log = logging.getLogger("offload.worker")
@@ -59,7 +54,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
     allocated so far (modules, the catalogue, the clients) is moved out of the garbage
     collector's generations. It lives as long as the process, and otherwise every
     collection of the oldest generation, which the jobs' allocations keep triggering, walks
-    it again: on no-op jobs that was a fifth of the worker's CPU time.
+    it again (bench/README.md has what that costs).
     """
     holder: dict[str, Worker[WorkerContext]] = {}
 
@@ -89,9 +84,6 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         redis_kwargs=redis_options(settings),
     )
     set_prefetch(worker, settings.worker_prefetch)
-    bound_fetches(worker, settings)
-    run_each_message_once(worker)
-    drop_finished_copies(worker)
     holder["worker"] = worker
     implementations = load_task_modules()
     missing = {n for n, s in CATALOGUE.items() if not s.is_pipeline} - implementations.keys()
@@ -99,7 +91,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         raise RuntimeError(f"catalogue jobs without an implementation: {sorted(missing)}")
     for name, impl in implementations.items():
         _register(worker, CATALOGUE[name], impl, settings)
-    install_retry_policy(
+    RetryPolicy(
         worker,
         Keys(settings.queue_name),
         settings.result_retention_seconds,

@@ -39,9 +39,8 @@ from shared.errors import PermanentJobError
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 
 WEBP_QUALITY = 80
-# libwebp's effort 0-6 (Pillow's default is 4). On a 2000x1500 photo-like image at quality
-# 80: method 4 took 218 ms for 298 KiB, method 2 104 ms for 309 KiB (+4 %), methods 0-1
-# 62-77 ms but +25 %. 2 is the fastest within 10 % of the default's size.
+# libwebp's effort 0-6 (Pillow's default is 4): the fastest whose output stays within 10 %
+# of the default's size (measurements: bench/README.md, "Worker constants").
 WEBP_METHOD = 2
 # A DCT scale whose long side lands at or above this fraction of the target is used as is
 # (e.g. 4000x3000 -> 2000x1500 for a 2048 target) instead of decoding at the next larger
@@ -51,15 +50,12 @@ SNAP = 0.9
 # Pillow's measure of "indistinguishable from resampling alone" is 3.0.
 REDUCING_GAP = 3.0
 # The filter for the large output's last step (at most 2x after DCT scaling, at most
-# REDUCING_GAP otherwise). On a 24 MP photo-like JPEG decoded at 1/2 (3000x2000 ->
-# 2048x1365): LANCZOS 105 ms, BICUBIC 71 ms, HAMMING 45 ms of CPU; PSNR after WebP against
-# a full-decode LANCZOS reference 33.66, 33.56, 33.27 dB, where the naive full-decode
-# LANCZOS pipeline scores 33.47 (bench/README.md). HAMMING loses over 0.5 dB on finer
-# detail (tests/test_imaging.py's photo_like at 512 px); BICUBIC loses 0.1 dB.
+# REDUCING_GAP otherwise): nearly LANCZOS's quality for less CPU; HAMMING visibly loses
+# fine detail (bench/README.md, "Worker constants").
 RESAMPLE = Image.Resampling.BICUBIC
 # The thumbnail (8x smaller than the large output) reduces more before resampling, as
 # Image.thumbnail does (2048 -> 256: a 4x box reduce, then 2x), and keeps LANCZOS: at that
-# size it costs ~1 ms more and its sharpness shows.
+# size it costs little and its sharpness shows.
 THUMB_RESAMPLE = Image.Resampling.LANCZOS
 THUMB_REDUCING_GAP = 2.0
 

@@ -1,9 +1,8 @@
 """``offload worker`` and ``offload worker-health``: run workers, and check on them.
 
-Each worker process writes its Streaq worker id to a small state file; the health check
-(the container's HEALTHCHECK) reads the ids and asks Redis whether each one's heartbeat key
-is still alive. Streaq refreshes that key every 0.9 x idle timeout with a TTL of the idle
-timeout, so "present" means "the event loop ran recently and Redis answered".
+Each worker process records itself in the state dir and keeps a heartbeat file fresh
+(:mod:`worker.liveness`); the health check (the container's HEALTHCHECK) reads them.
+Children of ``--processes N`` die with their parent.
 """
 
 from __future__ import annotations
@@ -15,12 +14,22 @@ import signal
 import socket
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shared.config import Settings, get_settings
+from worker.liveness import (
+    StateFiles,
+    check_health,
+    die_with_parent,
+    forget_dead,
+    keep_alive,
+)
 
 log = logging.getLogger("offload.worker")
+
+__all__ = ["DEFAULT_STATE_DIR", "check_health", "run_one", "run_workers"]
 
 DEFAULT_STATE_DIR = Path(os.environ.get("OFFLOAD_WORKER_STATE_DIR", "/tmp/offload-worker"))  # noqa: S108
 
@@ -47,43 +56,72 @@ def _configure_logging(verbose: bool) -> None:
     )
     if not verbose:
         logging.getLogger("streaq").addFilter(_DropPerJobLines())
-    # The format uses none of the caller's file/line, thread or process: don't compute
-    # them for every record (the logging HOWTO's "Optimization" section).
-    logging._srcfile = None
+    # The format uses none of the record's thread or process: don't look them up for every
+    # record (the logging HOWTO's "Optimization" section).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """How to run one worker process (``offload worker``'s options)."""
+
+    concurrency: int | None
+    state_dir: Path
+    verbose: bool
+    burst: bool = False
+    parent_pid: int | None = None  # a child of --processes N: stop once it is gone
 
 
 def run_one(settings: Settings, concurrency: int | None, state_dir: Path, verbose: bool,
             burst: bool = False) -> None:
     """Run one worker process until SIGTERM/SIGINT (drains within the grace period),
     reconnecting in place when Redis restarts or stops answering."""
+    serve_process(settings, ProcessOptions(concurrency, state_dir, verbose, burst))
+
+
+def run_child(settings: Settings, options: ProcessOptions) -> None:
+    """A child process of :func:`run_workers`: :func:`serve_process`, bound to its parent."""
+    if options.parent_pid is not None:
+        die_with_parent(options.parent_pid)
+    serve_process(settings, options)
+
+
+def serve_process(settings: Settings, options: ProcessOptions) -> None:
+    """Run this process's worker, with its state files and heartbeat, until it stops."""
     import anyio
     from streaq import Worker
 
     from worker.app import build_worker
-    from worker.supervisor import supervise
+    from worker.redis_watchdog import supervise
 
-    _configure_logging(verbose)
+    _configure_logging(options.verbose)
     worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
     def build() -> Worker[Any]:
         # The same id each time the supervisor starts the worker again after a Redis
-        # fault: the health check's state file names it.
-        worker = build_worker(settings, worker_id=worker_id, concurrency=concurrency,
+        # fault: the state file names it.
+        worker = build_worker(settings, worker_id=worker_id, concurrency=options.concurrency,
                               freeze_after_start=True)
-        worker.burst = burst
+        worker.burst = options.burst
         return worker
 
     build()  # fail fast on a broken catalogue, before writing the state file
-    state_dir.mkdir(parents=True, exist_ok=True)
-    id_file = state_dir / f"{os.getpid()}.id"
-    id_file.write_text(worker_id)
+    files = StateFiles(options.state_dir, os.getpid())
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_alive, files.beat_file, options.parent_pid)
+            await supervise(build, settings)
+            tg.cancel_scope.cancel()
+
+    forget_dead(options.state_dir)
+    files.write(worker_id)
     try:
-        anyio.run(supervise, build, settings)
+        anyio.run(serve)
     finally:
-        id_file.unlink(missing_ok=True)
+        files.remove()
     log.info("worker %s stopped", worker_id)
 
 
@@ -94,10 +132,10 @@ def run_workers(processes: int, concurrency: int | None, *, state_dir: Path = DE
     if processes <= 1:
         run_one(settings, concurrency, state_dir, verbose, burst)
         return 0
+    options = ProcessOptions(concurrency, state_dir, verbose, burst, parent_pid=os.getpid())
     ctx = multiprocessing.get_context("spawn")
     children = [
-        ctx.Process(target=run_one, args=(settings, concurrency, state_dir, verbose, burst),
-                    name=f"offload-worker-{i}")
+        ctx.Process(target=run_child, args=(settings, options), name=f"offload-worker-{i}")
         for i in range(processes)
     ]
     for child in children:
@@ -113,31 +151,3 @@ def run_workers(processes: int, concurrency: int | None, *, state_dir: Path = DE
     for child in children:
         child.join()
     return max((child.exitcode or 0) for child in children)
-
-
-def check_health(settings: Settings, state_dir: Path = DEFAULT_STATE_DIR,
-                 timeout: float = 0.8) -> tuple[bool, str]:
-    """True when every worker process recorded in ``state_dir`` has a live heartbeat."""
-    ids = sorted(p.read_text().strip() for p in state_dir.glob("*.id"))
-    if not ids:
-        return False, f"no worker ids in {state_dir}"
-    import anyio
-    from coredis import Redis
-
-    async def probe() -> list[str]:
-        client: Redis[str] = Redis.from_url(
-            settings.redis_url, decode_responses=True, connect_timeout=timeout,
-            stream_timeout=timeout,
-        )
-        prefix = f"streaq:{settings.queue_name}:health:"
-        with anyio.fail_after(timeout):
-            async with client:
-                return [i for i in ids if not await client.exists([prefix + i])]
-
-    try:
-        stale = anyio.run(probe)
-    except Exception as exc:
-        return False, f"cannot reach Redis: {type(exc).__name__}: {exc}"
-    if stale:
-        return False, f"no fresh heartbeat for worker(s) {', '.join(stale)}"
-    return True, f"{len(ids)} worker(s) healthy"

@@ -1,7 +1,8 @@
 """Fault 4: Redis goes silent (the connection stops answering without closing: a TCP proxy
 in front of the private server stops forwarding). The worker notices within 60 s and
-recovers without a restart of its process; ``offload worker-health`` reports it
-unhealthy meanwhile. (A deployment of a similar scaffold hung for 11 hours like this.)"""
+recovers without a restart of its process; ``offload worker-health`` keeps reporting the
+process healthy meanwhile (it is: its event loop runs and it reconnects by itself).
+A deployment of a similar scaffold hung for 11 hours like this."""
 
 from __future__ import annotations
 
@@ -62,12 +63,13 @@ async def test_silent_redis_is_noticed_and_survived_in_place(
                 proxy.go_silent()
                 silenced = time.monotonic()
                 job = await enqueue_fetches(queue, [f"{base}/slow/during/0"], "q")
-                unhealthy_after = None
+                unhealthy: list[str] = []
+                checks = 0
                 while time.monotonic() - silenced < SILENT_SECONDS:
                     ok, message = health(direct, worker.state_dir)
-                    if not ok and unhealthy_after is None:
-                        unhealthy_after = time.monotonic() - silenced
-                        unhealthy_message = message
+                    checks += 1
+                    if not ok:
+                        unhealthy.append(message)
                     time.sleep(0.5)
                 # ... and after a while new connections work again (the old stay dead)
                 proxy.heal()
@@ -76,17 +78,19 @@ async def test_silent_redis_is_noticed_and_survived_in_place(
                 recovered = time.monotonic()
         healthy_again, _ = health(direct, worker.state_dir)
         output = worker.output()
-        # THEN health turned unhealthy while it was silent, the worker noticed, and the same
-        # process served the job once Redis answered again
+        # THEN the worker noticed, the same process served the job once Redis answered
+        # again, and its health check stayed healthy meanwhile (it reports the process and
+        # its event loop, not Redis: a cache failover must not fail every container)
         assert [v.status for v in before] == ["done"]
-        assert unhealthy_after is not None and "no fresh heartbeat" in unhealthy_message
+        assert unhealthy == [], unhealthy
         assert "lost Redis (no answer to PING" in output, output[-3000:]
         assert during.status == "done", output[-3000:]
         assert worker.proc.poll() is None and worker.proc.pid == pid
         assert recovered - silenced < 60
         assert healthy_again
         record("fault 4 silent Redis", silent_s=SILENT_SECONDS, ping_every_s=1.0,
-               ping_timeout_s=2.0, unhealthy_after_s=round(unhealthy_after, 2),
+               ping_timeout_s=2.0, health_checks_while_silent=checks,
+               unhealthy_checks=len(unhealthy),
                job_done_after_silence_s=round(recovered - silenced, 2),
                job_done_after_heal_s=round(recovered - healed, 2), process_restarts=0)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -34,6 +35,20 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+async def _not_fetching(settings: Settings, worker_ids: set[str]) -> set[str]:
+    """Which of ``worker_ids`` have not started fetching yet: Streaq's worker heartbeat,
+    written once its fetch loop runs (key built from Streaq's public prefix and constant;
+    only this test helper reads it, production health is ``offload worker-health``)."""
+    from streaq.constants import REDIS_HEALTH
+
+    from shared.queue import make_streaq
+
+    client = make_streaq(settings)
+    async with client:
+        return {i for i in worker_ids
+                if not await client.redis.exists([f"{client.prefix}{REDIS_HEALTH}:{i}"])}
+
+
 class WorkerProcess:
     """``offload worker`` as a child process with its own state dir."""
 
@@ -50,7 +65,8 @@ class WorkerProcess:
         )
 
     def wait_ready(self, settings: Settings, timeout: float = 20) -> None:
-        """Wait until the worker's heartbeat is in Redis (``offload worker-health`` passes)."""
+        """Wait until ``offload worker-health`` passes and every worker process of this
+        state dir is fetching (a consumer of the queue's stream group)."""
         from worker.runner import check_health
 
         deadline = time.monotonic() + timeout
@@ -58,14 +74,18 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited early:\n{self.output()}")
-            # In a thread: the health check runs its own event loop, and tests calling this
-            # may be inside one already.
+            # In a thread: the checks run their own event loop, and tests calling this may
+            # be inside one already.
             with ThreadPoolExecutor(1) as pool:
                 ok, message = pool.submit(check_health, settings, self.state_dir).result()
+                if ok:
+                    ids = {p.read_text().strip() for p in self.state_dir.glob("*.id")}
+                    missing = pool.submit(asyncio.run, _not_fetching(settings, ids)).result()
+                    ok, message = not missing, f"not fetching yet: {sorted(missing)}"
             if ok:
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"worker not healthy after {timeout}s ({message}):\n{self.output()}")
+        raise TimeoutError(f"worker not ready after {timeout}s ({message}):\n{self.output()}")
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 from shared.config import Settings
 from shared.queue import JobQueue
 from tests.integration.procs import WorkerProcess, settings_env, slow_server
+from worker.liveness import HEARTBEAT_EVERY_SECONDS, pid_alive
+from worker.runner import check_health
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -88,37 +91,76 @@ async def test_sigkill_mid_job_is_rerun_by_another_worker(
             second.stop()
 
 
-def test_worker_health_reports_fresh_stale_and_unreachable(
+def _health(state: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``offload worker-health`` as the container runs it."""
+    return subprocess.run([sys.executable, "-m", "offload.cli", "worker-health", "--state-dir",
+                           str(state)], env=env, capture_output=True, text=True, timeout=10)
+
+
+def test_worker_health_is_the_liveness_of_each_worker_process(
     settings: Settings, tmp_path: Path
 ) -> None:
-    fast = settings.model_copy(update={"worker_idle_timeout_seconds": 2.0})
-    env = settings_env(fast)
-    health = [sys.executable, "-m", "offload.cli", "worker-health", "--state-dir"]
-
-    def check(state: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*health, str(state)], env={**env, **extra},
-                              capture_output=True, text=True, timeout=10)
-
-    # No worker yet: unhealthy
-    idle = check(tmp_path / "none")
+    env = settings_env(settings)
+    # GIVEN no worker yet: unhealthy
+    idle = _health(tmp_path / "none", env)
     assert idle.returncode == 1
     assert "no worker ids" in idle.stdout
-    worker = WorkerProcess(fast, tmp_path / "w")
+    worker = WorkerProcess(settings, tmp_path / "w")
     try:
-        worker.wait_ready(fast)
-        ok = check(tmp_path / "w")
+        # WHEN a worker runs: healthy
+        worker.wait_ready(settings)
+        ok = _health(tmp_path / "w", env)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "1 worker(s) healthy" in ok.stdout
-        # Redis unreachable: unhealthy, said plainly, quickly
-        down = check(tmp_path / "w", OFFLOAD_REDIS_URL="redis://127.0.0.1:1/0")
-        assert down.returncode == 1
-        assert "cannot reach Redis" in down.stdout
-        # A killed worker's heartbeat expires after the idle timeout: unhealthy
+        # ... and a Redis it cannot reach does not change that (the process is alive and
+        # reconnects by itself: a cache failover must not fail every container's check)
+        elsewhere = _health(tmp_path / "w", {**env, "OFFLOAD_REDIS_URL": "redis://127.0.0.1:1/0"})
+        assert elsewhere.returncode == 0, elsewhere.stdout
+        # WHEN its event loop is frozen (the process stopped): unhealthy once the heartbeat
+        # is older than the limit
+        worker.signal(signal.SIGSTOP)
+        time.sleep(HEARTBEAT_EVERY_SECONDS * 2.5)
+        frozen_ok, frozen = check_health(settings, tmp_path / "w",
+                                         max_age=HEARTBEAT_EVERY_SECONDS * 2)
+        assert not frozen_ok
+        assert "no fresh heartbeat" in frozen
+        # ... and healthy again once it runs again
+        worker.signal(signal.SIGCONT)
+        time.sleep(HEARTBEAT_EVERY_SECONDS * 1.5)
+        assert check_health(settings, tmp_path / "w",
+                            max_age=HEARTBEAT_EVERY_SECONDS * 2)[0]
+        # WHEN the process is killed outright: unhealthy at once
         worker.signal(signal.SIGKILL)
         worker.wait(timeout=5)
-        time.sleep(2.5)
-        stale = check(tmp_path / "w")
-        assert stale.returncode == 1
-        assert "no fresh heartbeat" in stale.stdout
+        dead = _health(tmp_path / "w", env)
+        assert dead.returncode == 1
+        assert "is not running" in dead.stdout
     finally:
+        worker.proc.send_signal(signal.SIGCONT)
+        worker.stop()
+
+
+def test_children_exit_when_the_parent_is_killed(settings: Settings, tmp_path: Path) -> None:
+    # GIVEN `offload worker --processes 2`, both children healthy
+    worker = WorkerProcess(settings, tmp_path / "w", "--processes", "2")
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(children) < 2 and time.monotonic() < deadline:
+            children = [int(p.stem) for p in (tmp_path / "w").glob("*.id")]
+            time.sleep(0.1)
+        assert len(children) == 2, worker.output()
+        worker.wait_ready(settings)
+        # WHEN the parent is killed without a chance to stop them
+        worker.signal(signal.SIGKILL)
+        worker.wait(timeout=5)
+        # THEN both children exit within a few seconds
+        deadline = time.monotonic() + 10
+        while any(pid_alive(p) for p in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in children if pid_alive(p)], worker.output()
+    finally:
+        for pid in children:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
         worker.stop()

@@ -21,7 +21,7 @@ from shared.errors import PermanentJobError
 from shared.jobs import ProcessImageInput
 from worker.context import WorkerContext
 from worker.imaging import EncodedImage, PreparedImage, prepare_image
-from worker.policy import current_attempt
+from worker.retry_policy import current_attempt
 from worker.tasks.base import job
 
 if TYPE_CHECKING:

@@ -3,24 +3,25 @@
 Left alone, a Streaq worker does not survive Redis going away. A connection that closes
 (a restart, a failover) raises out of its fetch loop and ends the worker; a connection
 that stops answering without closing (a stalled node, a black-holed route) blocks its
-``XREADGROUP`` and heartbeat forever: the process looks alive and serves nothing (a
-deployment of a similar scaffold hung for 11 hours that way).
+``XREADGROUP`` and heartbeat forever: the process looks alive and serves nothing.
 
 :func:`supervise` runs the worker beside a watchdog that PINGs Redis through the worker's
 own connection pool every ``worker_redis_check_seconds``, each ping bounded by
 ``redis_socket_timeout_seconds``. When a ping fails, or the worker ends with a Redis
 error, the supervisor
 
-1. lets jobs in flight run for at most the grace period (what SIGTERM does), after which
-   Streaq cancels them and marks them for an immediate re-run elsewhere;
+1. lets jobs in flight run for at most the grace period (what SIGTERM does): the retry
+   policy runs each job in its own cancel scope (:class:`~worker.running_jobs.RunningJobs`),
+   and a job cut short there is retried (or its message reclaimed) elsewhere;
 2. drops every connection of the pool, so nothing waits on a dead socket;
-3. builds a fresh worker (same id, so ``offload worker-health`` keeps tracking it) and
-   starts it again, backing off while Redis stays unreachable.
+3. builds a fresh worker (same id) and starts it again, backing off while Redis stays
+   unreachable.
 
 A watchdog, not socket options alone: TCP keepalive (also enabled, by
 :func:`redis_options`) notices a peer that is gone, but not a server or proxy that still
-acknowledges packets and never answers; and a read timeout shorter than the blocking
-``XREADGROUP`` (which waits up to the idle timeout for work) would break every idle read.
+acknowledges packets and never answers. The client's read timeout (``stream_timeout``)
+is a backstop for one dead connection while the pool's others still answer: it must be
+longer than the blocking ``XREADGROUP`` (which waits up to the idle timeout for work).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from typing import Any
 
 import anyio
 from streaq import Worker
+from streaq.types import StreaqError
 
 from shared.config import Settings
+from worker.running_jobs import RunningJobs
 
 log = logging.getLogger("offload.worker")
 
@@ -46,34 +49,25 @@ KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 
 
 def redis_options(settings: Settings) -> dict[str, Any]:
-    """coredis connection options for a worker's Redis client: a bounded connect and TCP
-    keepalive. No per-command read timeout: coredis arms a timer for every reply, a tenth of
-    a short job's CPU; the one read that can wait long, the fetch, is bounded by
-    :func:`bound_fetches` instead, and the watchdog PINGs the pool."""
+    """coredis options for a worker's Redis client: a bounded connect, TCP keepalive, and
+    a read timeout (:func:`read_timeout`) no reply may exceed."""
     options = {getattr(socket, name): value for name, value in KEEPALIVE.items()
                if hasattr(socket, name)}
     return {
         "connect_timeout": settings.redis_socket_timeout_seconds,
+        "stream_timeout": read_timeout(settings),
         "socket_keepalive": True,
         "socket_keepalive_options": options,
     }
 
 
-def bound_fetches(worker: Worker[Any], settings: Settings) -> None:
-    """No fetch may take longer than the longest blocking read (``XREADGROUP`` blocks up
-    to the idle timeout) plus the socket timeout: a backstop behind the watchdog for a
-    connection that died while the pool's other connections still answer. A fetch that
-    overruns raises ``TimeoutError``, and :func:`supervise` reconnects."""
-    limit = settings.worker_idle_timeout_seconds + settings.redis_socket_timeout_seconds
-    # Streaq 7.2 fetches through one of these two methods, picked when its fetch loop starts.
-    for name in ("_read_streams_legacy", "_read_streams_max_count"):
-        read = getattr(worker, name)
-
-        async def bounded(count: int, block: bool = False, *, _read: Any = read) -> Any:
-            with anyio.fail_after(limit):
-                return await _read(count, block)
-
-        setattr(worker, name, bounded)
+def read_timeout(settings: Settings) -> float:
+    """The longest a reply may take: the longest blocking read (``XREADGROUP`` blocks up
+    to the idle timeout) plus the socket timeout. A read that overruns is tried twice
+    more on fresh connections (coredis' default retry policy: one dead connection costs
+    a command one read timeout), then raises ``TimeoutError`` and :func:`supervise`
+    reconnects."""
+    return settings.worker_idle_timeout_seconds + settings.redis_socket_timeout_seconds
 
 
 def is_redis_fault(exc: BaseException) -> bool:
@@ -126,7 +120,7 @@ async def run_until_fault(worker: Worker[Any], settings: Settings) -> str | None
         if not is_redis_fault(exc):
             raise
         fault = fault or _describe(exc)
-        worker._redis.connection_pool.disconnect()  # nothing may wait on its sockets
+        _disconnect(worker)  # nothing may wait on its sockets
     return fault
 
 
@@ -152,12 +146,19 @@ async def watch(worker: Worker[Any], settings: Settings) -> str:
 
 def _release(worker: Worker[Any], grace_seconds: float) -> None:
     """Give jobs in flight the grace period, then drop every connection of the pool."""
-    deadline = anyio.current_time() + grace_seconds
-    # Streaq 7.2 keeps each running job's (shielded) cancel scope here; its SIGTERM
-    # handler shortens them the same way.
-    for scope in list(getattr(worker, "_cancel_scopes", {}).values()):
-        scope.deadline = min(scope.deadline, deadline)
-    worker.redis.connection_pool.disconnect()
+    cut = RunningJobs.of(worker).cut_short_at(anyio.current_time() + grace_seconds)
+    if cut:
+        log.info("worker %s: %d job(s) in flight get %ss to finish", worker.id, cut,
+                 grace_seconds)
+    _disconnect(worker)
+
+
+def _disconnect(worker: Worker[Any]) -> None:
+    try:
+        pool = worker.redis.connection_pool
+    except StreaqError:  # never connected: no socket to drop
+        return
+    pool.disconnect()
 
 
 async def _stop_requested_within(seconds: float) -> bool:

@@ -1,0 +1,226 @@
+"""The retry policy every job shares, as one Streaq middleware (:class:`RetryPolicy`).
+
+- ``PermanentJobError`` and invalid input fail at once, with their reason.
+- Anything else (throttling, network, timeouts, bugs) is retried with exponential backoff
+  and jitter until the job's ``max_tries``; then it fails for good, stored as a
+  :class:`~shared.queue.wire.JobFailure` that says whether it was retryable and after how
+  many tries.
+- A job that fails for good becomes a dead letter in Redis (name, payload, owner, error,
+  tries, time), listable and re-enqueueable through the API without MongoDB.
+- Each run logs its try and the request's correlation id, both read from the message
+  itself (no Redis read per run); a run that lasts also records its try count and start
+  time in Redis for the status API (:mod:`worker.run_records`).
+- Each job runs in its own cancel scope in the worker's :class:`RunningJobs`, and a second
+  copy of a job already running in this worker waits for the first's outcome. A job cut
+  short through its scope (the Redis watchdog, when Redis fails) is retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+from streaq import StreaqRetry, Worker
+from streaq.types import TaskContext
+
+from shared.errors import PermanentJobError
+from shared.jobs import CATALOGUE, CONTEXT_KWARG
+from shared.queue import DeadLetter, Keys, record_dead_letter
+from shared.queue.wire import JobFailure
+from worker.run_records import RunRecorder
+from worker.running_jobs import CopyCancelled, JobRun, RunningJobs
+
+log = logging.getLogger("offload.worker")
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 300.0
+
+AsyncFn = Callable[..., Coroutine[Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Which try of its job the running code is on."""
+
+    tries: int
+    max_tries: int
+
+    @property
+    def last(self) -> bool:
+        return self.tries >= self.max_tries
+
+
+#: The running job's try, set by the policy for the duration of each run.
+ATTEMPT: ContextVar[Attempt] = ContextVar("offload_attempt")
+
+
+def current_attempt() -> Attempt:
+    """The running job's try; jobs use it to record a final failure on their last try.
+    Outside the policy (a direct call) there is no retry, so the one try is the last."""
+    return ATTEMPT.get(Attempt(tries=1, max_tries=1))
+
+
+def backoff_seconds(tries: int, *, base: float = BACKOFF_BASE_SECONDS,
+                    cap: float = BACKOFF_CAP_SECONDS) -> float:
+    """Delay before try ``tries + 1``: exponential, capped, with "equal jitter" (AWS
+    Architecture Blog): half fixed so retries never bunch at zero, half random so a
+    burst of failures does not retry in lockstep."""
+    ceiling: float = min(cap, base * 2.0 ** max(0, tries - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the policy applies to one task: its name, its tries and its timeout."""
+
+    name: str
+    max_tries: int
+    timeout_seconds: float | None
+
+
+def rules_for(worker: Worker[Any], fn_name: str) -> Rules:
+    """A catalogue job's options; for any other task registered on ``worker`` (a benchmark's
+    no-op, an operator's one-off), the ones it was registered with (no ``max_tries``: one
+    try; no ``timeout``: none)."""
+    spec = CATALOGUE.get(fn_name)
+    if spec is not None:
+        return Rules(spec.name, spec.max_tries, spec.timeout_seconds)
+    registered = worker.registry[fn_name]
+    timeout = registered.timeout
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    return Rules(fn_name, registered.max_tries or 1, seconds)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    return isinstance(exc, PermanentJobError | ValidationError)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One run of one task: Streaq's task context, its rules, the message's job context
+    (owner, correlation id) and the task's own arguments."""
+
+    task: TaskContext
+    rules: Rules
+    context: dict[str, str]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class RetryPolicy:
+    """The middleware: ``RetryPolicy(worker, keys, ...)`` registers it on ``worker``."""
+
+    def __init__(self, worker: Worker[Any], keys: Keys, retention_seconds: int,
+                 dead_letter_ttl: int) -> None:
+        self._worker = worker
+        self._keys = keys
+        self._dead_letter_ttl = dead_letter_ttl
+        self._rules: dict[str, Rules] = {}  # per task name, read once (tasks may be added later)
+        self._recorder = RunRecorder(worker, retention_seconds)
+        self.running = RunningJobs.of(worker)
+        self._middleware = worker.middleware(self._wrap)
+
+    def _wrap(self, fn: AsyncFn) -> AsyncFn:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            return await self.run(fn, args, kwargs)
+
+        return run
+
+    def rules(self, fn_name: str) -> Rules:
+        found = self._rules.get(fn_name)
+        if found is None:
+            found = self._rules[fn_name] = rules_for(self._worker, fn_name)
+        return found
+
+    async def run(self, fn: AsyncFn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run ``fn`` (the task) once under the policy, as the task Streaq is running."""
+        task = self._middleware.context
+        # The context the enqueue put beside the input (absent for a task enqueued by
+        # other means, e.g. Streaq's own client: such a job has no metadata either).
+        context: dict[str, str] = kwargs.pop(CONTEXT_KWARG, None) or {}
+        call = Call(task, self.rules(task.fn_name), context, args, kwargs)
+        try:
+            return await self.running.run(task.task_id, partial(self._first_copy, fn, call))
+        except CopyCancelled as exc:  # the copy that ran was cancelled: run it again
+            raise StreaqRetry(str(exc), delay=timedelta(seconds=backoff_seconds(1))) from exc
+
+    async def _first_copy(self, fn: AsyncFn, call: Call, run: JobRun) -> Any:
+        task, rules = call.task, call.rules
+        log.info("job %s %s try %d/%d correlation_id=%s", rules.name, task.task_id,
+                 task.tries, rules.max_tries, call.context.get("correlation_id") or "-")
+        run_key = self._keys.job(task.task_id) + ":run"
+        self._recorder.started(run_key, task.tries)
+        token = ATTEMPT.set(Attempt(task.tries, rules.max_tries))
+        try:
+            with run.scope:
+                if rules.timeout_seconds is None:
+                    return await fn(*call.args, **call.kwargs)
+                with anyio.fail_after(rules.timeout_seconds):
+                    return await fn(*call.args, **call.kwargs)
+        except Exception as exc:
+            if run.scope.cancel_called:
+                raise self._cut_short(call) from exc
+            await self._fail(exc, call)
+        finally:
+            self._recorder.finished(run_key)
+            ATTEMPT.reset(token)
+        raise self._cut_short(call)  # the scope ended the job (see RunningJobs.cut_short_at)
+
+    def _cut_short(self, call: Call) -> StreaqRetry:
+        log.warning("job %s %s was cut short; it will run again", call.rules.name,
+                    call.task.task_id)
+        delay = backoff_seconds(call.task.tries)
+        return StreaqRetry("cut short", delay=timedelta(seconds=delay))
+
+    async def _fail(self, exc: Exception, call: Call) -> None:
+        """Retry ``exc`` (raise ``StreaqRetry``) or fail for good (raise ``JobFailure``)."""
+        task, rules = call.task, call.rules
+        permanent = is_permanent(exc)
+        if not permanent and task.tries < rules.max_tries:
+            delay = backoff_seconds(task.tries)
+            log.warning("job %s %s failed (%s: %s); retry %d in %.1fs", rules.name,
+                        task.task_id, type(exc).__name__, exc, task.tries + 1, delay)
+            raise StreaqRetry(str(exc), delay=timedelta(seconds=delay)) from exc
+        log.error("job %s %s failed for good after %d tries: %s: %s", rules.name,
+                  task.task_id, task.tries, type(exc).__name__, exc)
+        await self._dead_letter(exc, call)
+        shown: Exception = exc
+        if isinstance(exc, TimeoutError):
+            shown = TimeoutError(f"job exceeded its {rules.timeout_seconds}s timeout")
+        raise JobFailure.from_exception(shown, retryable=not permanent,
+                                        tries=task.tries) from exc
+
+    async def _dead_letter(self, exc: Exception, call: Call) -> None:
+        args, kwargs = call.args, call.kwargs
+        payload = kwargs or (args[0] if args and isinstance(args[0], dict) else {})
+        redis = self._worker.redis
+        # The metadata is authoritative for the owner (it decides who may list and retry
+        # the letter); one read, on this rare path only.
+        meta_raw = await redis.get(self._keys.job(call.task.task_id))
+        meta = _json_object(meta_raw)
+        letter = DeadLetter(
+            id=call.task.task_id,
+            name=call.rules.name,
+            owner=meta.get("owner") or call.context.get("owner") or "system",
+            payload=payload,
+            error_type=type(exc).__name__,
+            error=str(exc) or type(exc).__name__,
+            tries=call.task.tries,
+            failed_at=datetime.now(UTC),
+        )
+        await record_dead_letter(redis, self._keys, self._dead_letter_ttl, letter)
+
+
+def _json_object(raw: str | bytes | None) -> dict[str, Any]:
+    """A stored JSON object, or ``{}`` when there is none."""
+    found = json.loads(raw) if raw else {}
+    return found if isinstance(found, dict) else {}
