@@ -53,11 +53,15 @@ def _register(worker: Worker[Any], name: str, body: Body, runs: Runs) -> None:
 
 @asynccontextmanager
 async def running(*workers: Worker[Any]) -> AsyncIterator[None]:
-    """Run ``workers`` for the block's duration."""
+    """Run ``workers`` for the block's duration. Jobs still running at its end may finish
+    first (bounded), so that stopping a worker never cuts its writes mid-pipeline."""
     async with anyio.create_task_group() as tg:
         for worker in workers:
             await tg.start(worker.run_async)
         yield
+        with anyio.move_on_after(15):
+            while any(worker.running() for worker in workers):
+                await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
 
 

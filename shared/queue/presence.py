@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+from coredis import PureToken
+
 from shared.queue.keys import Keys, now_ms
 
 log = logging.getLogger("offload.worker")
@@ -25,7 +27,9 @@ async def announce(redis: Any, keys: Keys, worker_id: str, ttl_ms: int) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(keys.workers(), {worker_id: now + ttl_ms})
         pipe.zremrangebyscore(keys.workers(), "-inf", now)
-        pipe.pexpire(keys.workers(), ttl_ms)  # the set goes when no worker is left
+        # The set goes once no worker is left; a shorter lapse never cuts another's.
+        pipe.pexpire(keys.workers(), ttl_ms, PureToken.NX)
+        pipe.pexpire(keys.workers(), ttl_ms, PureToken.GT)
 
 
 async def count_live(redis: Any, keys: Keys, now_ms: int) -> int:
