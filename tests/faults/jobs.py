@@ -1,11 +1,13 @@
-"""Helpers the fault tests share: enqueue many real jobs, wait for them, read Streaq's
-running set."""
+"""Helpers the fault tests share: enqueue many real jobs, wait for them, list the jobs
+Streaq reports running."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Sequence
+
+from streaq.task import TaskStatus
 
 from shared.queue import JobQueue, JobView
 
@@ -49,9 +51,9 @@ async def wait_finished(queue: JobQueue, ids: Sequence[str], owner: str,
 
 
 async def running_ids(queue: JobQueue) -> set[str]:
-    """The ids of jobs some worker has started and not finished (Streaq's index)."""
-    members = await queue.redis.smembers(queue.streaq.prefix + ":index:running")
-    return {str(m) for m in members}
+    """The ids of jobs some worker has started and not finished."""
+    running = await queue.streaq.get_tasks_by_status(TaskStatus.RUNNING, limit=100_000)
+    return {info.task_id for info in running}
 
 
 async def wait_drained(queue: JobQueue, timeout: float, interval: float = 0.5) -> float:
