@@ -80,6 +80,30 @@ async def test_a_result_written_with_pickle_reads_as_unreadable_not_an_error(
     assert "docs/DEPLOY.md" in view.error["message"]
 
 
+async def test_a_task_enqueued_with_pickle_reads_as_unreadable_once_a_worker_refused_it(
+    queue: JobQueue, settings: Settings
+) -> None:
+    # GIVEN a job the previous version enqueued (its metadata, a pickled task), still queued
+    old = _pickle_era_worker(settings)
+    job_id = "e" * 32
+    meta = {"name": JOB, "owner": "alice", "created_ms": now_ms(),
+            "payload": encode_payload(PAYLOAD), "digest": payload_digest(PAYLOAD)}
+    await queue.redis.set(queue.keys.job(job_id), json.dumps(meta), ex=600)
+    async with old:
+        task = old.enqueue_unsafe(JOB, **PAYLOAD)
+        task.id = job_id
+        await task.start(priority="normal")
+    # WHEN a worker of this version takes it (and cannot read it)
+    runs = Runs()
+    async with running(stand_in_worker(settings, {JOB: OK}, runs)):
+        await _result(queue, job_id, "Unknown")
+    # THEN its owner reads a failed job pointing at the upgrade order, not "done"
+    view = await queue.view(job_id, "alice")
+    assert runs.seen == []
+    assert view.status == "failed"
+    assert view.error is not None and view.error["type"] == "UnreadableResult"
+
+
 async def _overwritten_job(queue: JobQueue, settings: Settings, runs: Runs) -> str:
     """A job whose first delivery succeeded and whose second, started after the first
     finished, made Streaq store "Task expired!" over that success.

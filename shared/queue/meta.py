@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
+META_VERSION = 2
+
+
 def encode_payload(payload: dict[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True)
 
@@ -40,6 +43,9 @@ class JobMeta:
     steps: str = ""
     pipeline: str = ""
     published: bool = False
+    # 2 from the crash-safe enqueue on; 1: written by an earlier version (a job whose
+    # task may be a pickle, and which was published: it had no other way to be written).
+    version: int = META_VERSION
 
     @classmethod
     def from_json(cls, raw: str) -> JobMeta:
@@ -52,8 +58,8 @@ class JobMeta:
                    priority=str(data.get("priority") or ""),
                    run_at_ms=int(data.get("run_at_ms") or 0),
                    steps=str(data.get("steps") or ""), pipeline=str(data.get("pipeline") or ""),
-                   # Metadata written before this field existed belongs to published jobs.
-                   published=bool(data.get("published", True)))
+                   published=bool(data.get("published", True)),
+                   version=int(data.get("version") or 1))
 
     @property
     def data(self) -> dict[str, Any]:

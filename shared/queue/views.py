@@ -15,7 +15,7 @@ from shared.jobs import CATALOGUE
 from shared.queue import wire
 from shared.queue.dead_letters import DeadLetter, load_dead_letters
 from shared.queue.keys import Keys
-from shared.queue.meta import JobMeta
+from shared.queue.meta import META_VERSION, JobMeta
 
 JobState = Literal["queued", "scheduled", "running", "done", "failed", "aborted", "expired"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "aborted"})
@@ -101,13 +101,16 @@ def outcome(view: JobView, result: TaskResult[Any]) -> JobView:
 
 def stand_in_outcome(view: JobView, result: TaskResult[Any], *,
                      dead_letter: DeadLetter | None,
-                     earlier_failure: dict[str, str] | None) -> JobView:
+                     earlier_failure: dict[str, str] | None, legacy: bool = False) -> JobView:
     """The view of a failure Streaq stored under another task name than the job's own.
 
     ``tries == 0``: a pipeline step before this one failed, and Streaq failed the rest
     without running them. Otherwise a second delivery of the job started after the first
     had finished and stored its failure over the real outcome: the job failed if the retry
     policy recorded a dead letter for it, and succeeded (result no longer known) if not.
+    A ``legacy`` job (enqueued by a version before the JSON wire format) is the exception:
+    a worker that could not read its task stores the same record, so it reads as
+    unreadable rather than done.
     """
     if result.tries == 0:
         error = earlier_failure or {"type": "DependencyFailed",
@@ -116,6 +119,8 @@ def stand_in_outcome(view: JobView, result: TaskResult[Any], *,
     if dead_letter is not None:
         return replace(view, status="failed", tries=dead_letter.tries,
                        error={"type": dead_letter.error_type, "message": dead_letter.error})
+    if legacy:
+        return replace(view, status="failed", error=UNREADABLE_RESULT)
     return replace(view, status="done", result=None)
 
 
@@ -146,7 +151,8 @@ async def _finished(streaq: Worker[Any], keys: Keys, base: JobView, meta: JobMet
         return stand_in_outcome(view, result, dead_letter=None,
                                 earlier_failure=await _earlier_failure(streaq, keys, meta))
     [letter] = await load_dead_letters(streaq.redis, keys, [base.id])
-    return stand_in_outcome(view, result, dead_letter=letter, earlier_failure=None)
+    return stand_in_outcome(view, result, dead_letter=letter, earlier_failure=None,
+                            legacy=meta.version < META_VERSION)
 
 
 async def _earlier_failure(streaq: Worker[Any], keys: Keys,
