@@ -13,7 +13,6 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-
 META_VERSION = 2
 
 
