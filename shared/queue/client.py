@@ -128,7 +128,8 @@ class JobQueue:
         delay = delay_seconds or 0.0
         if run_at is not None:
             delay = max(0.0, (run_at - datetime.now(UTC)).total_seconds())
-        chosen = job_id is not None or idempotency_key is not None
+        chosen = job_id is not None and idempotency_key is None
+        fresh = job_id is None and idempotency_key is None
         if idempotency_key is not None:
             job_id = deterministic_job_id("idempotency", owner, idempotency_key)
         job_id = job_id or uuid.uuid4().hex
@@ -144,7 +145,7 @@ class JobQueue:
         steps = tuple((step_id, meta.for_step(step_name, job_id))
                       for step_name, step_id in zip(spec.steps[:-1], step_ids[:-1], strict=True))
         plan = Plan(job_id, meta, steps, caller_chosen_id=chosen)
-        return await self._conn.call(lambda: self._enqueue(plan))
+        return await self._conn.call(lambda: self._enqueue(plan, fresh=fresh))
 
     def _meta_ttl(self, spec: JobSpec, delay: float) -> int:
         run_for = spec.timeout_seconds * spec.max_tries + spec.max_tries**2
@@ -152,10 +153,13 @@ class JobQueue:
                    self.settings.idempotency_ttl_seconds)
         return int(delay) + run_for + keep + 60
 
-    async def _enqueue(self, plan: Plan) -> EnqueuedJob:
+    async def _enqueue(self, plan: Plan, *, fresh: bool) -> EnqueuedJob:
         publisher = Publisher(self.streaq, self.keys, self.publish_lease_seconds)
-        created, meta = await publisher.enqueue(
-            plan, lambda found: _accept(found, plan.meta, plan.job_id))
+        if fresh:
+            created, meta = True, await publisher.publish_fresh(plan)
+        else:
+            created, meta = await publisher.enqueue(
+                plan, lambda found: _accept(found, plan.meta, plan.job_id))
         if created:
             later = meta.run_at_ms > 0 or bool(meta.steps)
             return EnqueuedJob(plan.job_id, meta.name, "scheduled" if later else "queued",

@@ -8,7 +8,10 @@ Three steps, each one round trip (docs/QUEUE.md has the design and every crash p
 2. **Publish** through Streaq's public API (``enqueue_unsafe``, ``Task.start``, ``await``).
    Streaq's publish is ``SET NX`` on the task: while the task is unfinished, a second
    publish of the same id does nothing.
-3. **Mark** the metadata published and drop the lock.
+3. **Mark** the metadata published (the lock lapses by itself).
+
+An id minted by the call itself (random) cannot be replayed, so :meth:`Publisher.
+publish_fresh` writes the metadata and publishes at the same time instead.
 
 A call that finds unpublished metadata waits while the lock is held; once the lock is
 free (its holder died) it takes the lock and repairs: if Streaq knows the task, it only
@@ -45,8 +48,9 @@ _MAX_POLL_SECONDS = 0.1
 @dataclass(frozen=True)
 class Plan:
     """A job to publish: its id, its metadata, and its pipeline steps' metadata.
-    ``caller_chosen_id``: the id was not minted here (a deterministic id or an idempotency
-    key), so it is checked against Streaq before the first publish."""
+    ``caller_chosen_id``: the caller named the id (a deterministic id, such as an upload's),
+    so it is checked against Streaq before the first publish. Ids minted here (random, or
+    derived from the owner and an idempotency key) are not."""
 
     job_id: str
     meta: JobMeta
@@ -111,6 +115,28 @@ class Publisher:
             await asyncio.sleep(poll)
             poll = min(poll * 2, _MAX_POLL_SECONDS)
 
+    async def publish_fresh(self, plan: Plan) -> JobMeta:
+        """A job under an id minted here (random: no other call can know it, so there is
+        nothing to wait for or repair): its metadata, already marked published, and its
+        task are written at once, in one round trip's time."""
+        meta = plan.meta.marked_published()
+        write = asyncio.ensure_future(self._write_fresh(plan, meta))
+        try:
+            await build_task(self.streaq, plan.job_id, meta)
+        finally:
+            await write  # its own failure, if any, surfaces here
+        return meta
+
+    async def _write_fresh(self, plan: Plan, meta: JobMeta) -> None:
+        ttl = meta.ttl_s
+        if not plan.steps:
+            await self.streaq.redis.set(self.keys.job(plan.job_id), meta.to_json(), ex=ttl)
+            return
+        async with self.streaq.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.job(plan.job_id), meta.to_json(), ex=ttl)
+            for step_id, step_meta in plan.steps:
+                pipe.set(self.keys.job(step_id), step_meta.to_json(), ex=ttl)
+
     async def _reserve(self, plan: Plan, token: str) -> tuple[JobMeta | None, bool]:
         """Step 1: the metadata unless it exists (then: the stored one), and the lock."""
         ttl = plan.meta.ttl_s
@@ -172,11 +198,10 @@ class Publisher:
         await self._mark(job_id, meta)
 
     async def _mark(self, job_id: str, meta: JobMeta) -> None:
-        """Step 3: metadata marked published (its expiry kept), lock dropped."""
-        async with self.streaq.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.job(job_id), meta.marked_published().to_json(),
-                     condition=PureToken.XX, keepttl=True)
-            pipe.delete([self.keys.publish_lock(job_id)])
+        """Step 3: metadata marked published (its expiry kept). The lock is left to lapse:
+        nothing consults it once the metadata says published."""
+        await self.streaq.redis.set(self.keys.job(job_id), meta.marked_published().to_json(),
+                                    condition=PureToken.XX, keepttl=True)
 
     async def _release(self, job_id: str) -> None:
         await self.streaq.redis.delete([self.keys.publish_lock(job_id)])
