@@ -190,15 +190,23 @@ async def test_a_pipeline_whose_first_step_failed_reads_as_failed_naming_the_ste
     assert view.error["message"] == expected
 
 
-async def test_a_job_that_ran_reads_as_done_with_its_result(
+async def test_a_job_that_ran_reads_as_done_with_its_result_then_from_memory(
     queue: JobQueue, settings: Settings
 ) -> None:
+    # GIVEN a job that ran
     runs = Runs()
     async with running(stand_in_worker(settings, {JOB: OK}, runs)):
         job = await queue.enqueue(JOB, PAYLOAD, owner="alice")
+        # WHEN its owner waits for it, then reads it again
         view = await queue.wait(job.id, "alice", 10)
+    started = asyncio.get_running_loop().time()
+    again = await queue.view(job.id, "alice")
+    # THEN it is done with its result; the second read is the remembered view, at once
     assert (view.status, view.result, view.tries) == ("done", {"ok": True}, 1)
     assert view.started_at is not None and view.finished_at is not None
+    assert again == view
+    assert asyncio.get_running_loop().time() - started < 0.05
+    assert await queue.redis.ttl(queue.keys.outcome(job.id)) > 0
 
 
 def test_old_metadata_without_the_published_flag_reads_as_published() -> None:

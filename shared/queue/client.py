@@ -21,6 +21,7 @@ from streaq.types import StreaqError
 from shared.config import Settings
 from shared.errors import Conflict, NotFound
 from shared.jobs import CATALOGUE, JobSpec
+from shared.queue import outcomes
 from shared.queue.connection import Connection
 from shared.queue.dead_letters import (
     DeadLetter,
@@ -32,7 +33,7 @@ from shared.queue.keys import Keys, deterministic_job_id, now_ms
 from shared.queue.meta import JobMeta, encode_payload, payload_digest
 from shared.queue.publish import Plan, Publisher
 from shared.queue.stats import QueueStats, read_stats
-from shared.queue.views import EnqueuedJob, JobView, read_view
+from shared.queue.views import ENQUEUE_INCOMPLETE, EnqueuedJob, JobView, read_view
 
 # How long the call that reserved a job may take to publish it before another call may
 # take over (docs/QUEUE.md): far above one round trip, well below an API timeout.
@@ -170,21 +171,32 @@ class JobQueue:
 
     # --- read --------------------------------------------------------------------------
 
-    async def _owned(self, job_id: str, owner: str) -> JobMeta:
-        raw = await self._conn.call(lambda: self.redis.get(self.keys.job(job_id)))
+    async def _owned(self, job_id: str, owner: str) -> tuple[JobMeta, JobView | None]:
+        """The job's metadata and, once it finished and was read, its remembered view;
+        NotFound when it is unknown or someone else's."""
+        raw, done = await self._conn.call(
+            lambda: self.redis.mget([self.keys.job(job_id), self.keys.outcome(job_id)]))
         meta = JobMeta.from_json(str(raw)) if raw else None
         if meta is None or meta.owner != owner:
             raise NotFound(f"no job {job_id!r}")
-        return meta
+        return meta, (outcomes.decode(str(done)) if done else None)
 
     async def owned_meta(self, job_id: str, owner: str) -> dict[str, Any]:
         """The job's metadata, or NotFound when it is unknown or someone else's."""
-        return (await self._owned(job_id, owner)).as_dict()
+        meta, _ = await self._owned(job_id, owner)
+        return meta.as_dict()
 
     async def view(self, job_id: str, owner: str) -> JobView:
         """The caller's view of one of their jobs."""
-        meta = await self._owned(job_id, owner)
-        return await self._conn.call(lambda: read_view(self.streaq, self.keys, job_id, meta))
+        meta, remembered = await self._owned(job_id, owner)
+        if remembered is not None:
+            return remembered
+        view = await self._conn.call(lambda: read_view(self.streaq, self.keys, job_id, meta))
+        if view.finished and view.error != ENQUEUE_INCOMPLETE:  # (that one a replay repairs)
+            spec = CATALOGUE.get(meta.name)
+            ttl = (spec and spec.result_ttl_seconds) or self.settings.result_retention_seconds
+            await self._conn.call(lambda: outcomes.remember(self.redis, self.keys, view, ttl))
+        return view
 
     async def wait(self, job_id: str, owner: str, timeout: float) -> JobView:  # noqa: ASYNC109
         """Long-poll: return once the job has finished or ``timeout`` seconds passed."""

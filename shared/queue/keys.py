@@ -39,6 +39,10 @@ class Keys:
         """The worker's record of a long run (start time, try)."""
         return f"{self.job(job_id)}:run"
 
+    def outcome(self, job_id: str) -> str:
+        """A finished job's view, once read (it no longer changes)."""
+        return f"{self.job(job_id)}:outcome"
+
     def aborted(self, job_id: str) -> str:
         """When the job was aborted (Streaq keeps no result for a dropped scheduled task)."""
         return f"{self.job(job_id)}:aborted"

@@ -139,8 +139,10 @@ async def read_view(streaq: Worker[Any], keys: Keys, job_id: str, meta: JobMeta)
 async def _finished(streaq: Worker[Any], keys: Keys, base: JobView, meta: JobMeta) -> JobView:
     try:
         result = await streaq.result_by_id(base.id, timeout=RESULT_READ)
-    except TimeoutError:  # expired between the two reads
-        return base
+    except TimeoutError:
+        if await streaq.status_by_id(base.id) == TaskStatus.NOT_FOUND:
+            return base  # it expired between the two reads
+        raise  # Redis was too slow: unavailable, not "expired"
     except StreaqError:  # the deserializer refused it (signature or format)
         return replace(base, status="failed", error=UNREADABLE_RESULT)
     view = replace(base, tries=result.tries, started_at=ms_to_dt(result.start_time),

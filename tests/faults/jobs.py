@@ -26,7 +26,7 @@ async def enqueue_fetches(queue: JobQueue, urls: Sequence[str], owner: str,
 
 
 async def views(queue: JobQueue, ids: Sequence[str], owner: str,
-                batch: int = 200) -> list[JobView]:
+                batch: int = 50) -> list[JobView]:
     out: list[JobView] = []
     for start in range(0, len(ids), batch):
         out.extend(await asyncio.gather(*(queue.view(i, owner) for i in ids[start:start + batch])))
