@@ -1,7 +1,8 @@
 """The queue client: enqueue catalogue jobs by name, read their status, abort, retry.
 
 A package of small modules (docs/QUEUE.md): :mod:`.client` (``JobQueue``), :mod:`.publish`
-(publishing a job once), :mod:`.views`, :mod:`.dead_letters`, :mod:`.stats`,
+(publishing a job once), :mod:`.views`, :mod:`.outcomes` (finished views remembered),
+:mod:`.dead_letters`, :mod:`.stats`,
 :mod:`.presence` (live workers), :mod:`.keys` (Offload's own keys), :mod:`.meta` (per-job
 metadata), :mod:`.connection` (the Streaq client) and :mod:`.wire` (the JSON wire format).
 """
