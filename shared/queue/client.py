@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streaq import Worker
+from streaq.task import TaskResult
 from streaq.types import StreaqError
 
 from shared.config import Settings
@@ -33,7 +34,14 @@ from shared.queue.keys import Keys, deterministic_job_id, now_ms
 from shared.queue.meta import JobMeta, encode_payload, payload_digest
 from shared.queue.publish import Plan, Publisher
 from shared.queue.stats import QueueStats, read_stats
-from shared.queue.views import ENQUEUE_INCOMPLETE, EnqueuedJob, JobView, read_view
+from shared.queue.views import (
+    ENQUEUE_INCOMPLETE,
+    EnqueuedJob,
+    JobView,
+    base_view,
+    finished_view,
+    read_view,
+)
 
 # How long the call that reserved a job may take to publish it before another call may
 # take over (docs/QUEUE.md): far above one round trip, well below an API timeout.
@@ -192,6 +200,9 @@ class JobQueue:
         if remembered is not None:
             return remembered
         view = await self._conn.call(lambda: read_view(self.streaq, self.keys, job_id, meta))
+        return await self._remember(meta, view)
+
+    async def _remember(self, meta: JobMeta, view: JobView) -> JobView:
         if view.finished and view.error != ENQUEUE_INCOMPLETE:  # (that one a replay repairs)
             spec = CATALOGUE.get(meta.name)
             ttl = (spec and spec.result_ttl_seconds) or self.settings.result_retention_seconds
@@ -205,14 +216,20 @@ class JobQueue:
             return view
         wait = timedelta(seconds=timeout)
 
-        async def until_done() -> None:
+        async def until_done() -> TaskResult[Any] | None:
             # Inside call(), whose TimeoutError means "Redis stopped answering": the poll's
             # own deadline must not read as that. An unreadable result is the view's to say.
             with suppress(TimeoutError, StreaqError):
-                await self.streaq.result_by_id(job_id, timeout=wait)
+                return await self.streaq.result_by_id(job_id, timeout=wait)
+            return None
 
-        await self._conn.call(until_done)
-        return await self.view(job_id, owner)
+        result = await self._conn.call(until_done)
+        if result is None:
+            return await self.view(job_id, owner)
+        meta, _ = await self._owned(job_id, owner)
+        finished = await self._conn.call(lambda: finished_view(
+            self.streaq, self.keys, base_view(job_id, meta), meta, result))
+        return await self._remember(meta, finished)
 
     # --- abort / dead letters ------------------------------------------------------------
 

@@ -124,10 +124,14 @@ def stand_in_outcome(view: JobView, result: TaskResult[Any], *,
     return replace(view, status="done", result=None)
 
 
+def base_view(job_id: str, meta: JobMeta) -> JobView:
+    return JobView(id=job_id, name=meta.name, status="expired", tries=0,
+                   enqueued_at=ms_to_dt(meta.created_ms), steps=meta.step_ids)
+
+
 async def read_view(streaq: Worker[Any], keys: Keys, job_id: str, meta: JobMeta) -> JobView:
     """The view of ``job_id``, whose metadata is ``meta``."""
-    base = JobView(id=job_id, name=meta.name, status="expired", tries=0,
-                   enqueued_at=ms_to_dt(meta.created_ms), steps=meta.step_ids)
+    base = base_view(job_id, meta)
     status = await streaq.status_by_id(job_id)
     if status == TaskStatus.DONE:
         return await _finished(streaq, keys, base, meta)
@@ -145,6 +149,12 @@ async def _finished(streaq: Worker[Any], keys: Keys, base: JobView, meta: JobMet
         raise  # Redis was too slow: unavailable, not "expired"
     except StreaqError:  # the deserializer refused it (signature or format)
         return replace(base, status="failed", error=UNREADABLE_RESULT)
+    return await finished_view(streaq, keys, base, meta, result)
+
+
+async def finished_view(streaq: Worker[Any], keys: Keys, base: JobView, meta: JobMeta,
+                        result: TaskResult[Any]) -> JobView:
+    """The view of a job whose stored result is ``result``."""
     view = replace(base, tries=result.tries, started_at=ms_to_dt(result.start_time),
                    finished_at=ms_to_dt(result.finish_time))
     if result.fn_name == own_task_name(meta):
