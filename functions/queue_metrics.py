@@ -5,7 +5,8 @@ Publishes, as CloudWatch EMF in namespace ``Offload`` with the one dimension ``q
 - ``QueueDepth``: queued jobs plus scheduled jobs already due;
 - ``OldestJobAgeSeconds``: how long the oldest of those has waited;
 - ``BacklogPerWorker``: ``depth / max(workers, 1)``, what target tracking holds steady;
-- ``RunningJobs`` and ``LiveWorkers`` (workers with a fresh Streaq heartbeat), to explain it.
+- ``RunningJobs`` and ``LiveWorkers`` (workers that announced themselves in the last 15 s:
+  :mod:`shared.queue.presence`), to explain it.
 
 If Redis is down the invocation fails and no data point is published: the alarm sees
 missing data, never a fake zero that would scale the service in.

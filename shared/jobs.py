@@ -232,11 +232,6 @@ for _spec in CATALOGUE.values():
 TASK_NAMES: frozenset[str] = frozenset(n for n, s in CATALOGUE.items() if not s.is_pipeline)
 
 
-def get_job(name: str) -> JobSpec | None:
-    """The catalogue entry for ``name``, or None."""
-    return CATALOGUE.get(name)
-
-
 # The keyword argument that carries a job's context (owner, correlation id) in its queue
 # message, beside the input: the worker reads it from the message it already has, instead of
 # reading the job's metadata from Redis on every run. The policy middleware removes it

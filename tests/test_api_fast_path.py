@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import functions.api
-import shared.queue
+import shared.queue.client
 from functions import _runtime as runtime
 from functions.routes import jobs
 from infra.local.private_redis import free_port
@@ -70,7 +70,7 @@ def edited(request: Request, edit: Callable[[Event], None],
 
 @dataclass
 class JobIds:
-    """A stand-in for ``uuid`` in shared.queue: the same ids, in the same order, per run."""
+    """A stand-in for ``uuid`` in shared.queue.client: the same ids, in the same order, per run."""
 
     counter: Iterator[int] = field(default_factory=itertools.count)
 
@@ -108,7 +108,7 @@ class Paths:
         base = settings or self.settings
         queue = f"{base.queue_name}-{next(self.runs)}"
         self.box.invoke(runtime.configure, base.model_copy(update={"queue_name": queue}))
-        self.monkeypatch.setattr(shared.queue, "uuid", JobIds())
+        self.monkeypatch.setattr(shared.queue.client, "uuid", JobIds())
         self.monkeypatch.setattr(jobs, "plain_create_job",
                                  self.plain if plain else self.router_only)
         answers = []

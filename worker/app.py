@@ -20,6 +20,7 @@ from streaq import Worker
 from shared.config import Settings, get_settings
 from shared.jobs import CATALOGUE, JobSpec
 from shared.queue import Keys, make_streaq
+from shared.queue.presence import keep_announced
 from worker.context import WorkerContext, open_context
 from worker.redelivery import release_unstarted, set_prefetch
 from worker.redis_watchdog import redis_options
@@ -60,7 +61,10 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[WorkerContext]:
-        async with open_context(settings, holder["worker"].redis) as ctx:
+        me = holder["worker"]
+        # keep_announced: counted as a live worker (autoscaling) while the lifespan is open.
+        async with open_context(settings, me.redis) as ctx, \
+                keep_announced(me.redis, Keys(settings.queue_name), me.id):
             if freeze_after_start:
                 gc.unfreeze()  # a restart after a Redis fault: let the last run's garbage go
                 gc.collect()

@@ -312,16 +312,14 @@ def _links(job_id: str) -> JobLinks:
 
 
 def _accepted(job: EnqueuedJob) -> JobAccepted:
-    status = "expired" if job.status == "unknown" else job.status
-    return JobAccepted(id=job.id, name=job.name, status=status, links=_links(job.id))
+    return JobAccepted(id=job.id, name=job.name, status=job.status, links=_links(job.id))
 
 
 def _public(view: JobView) -> JobPublic:
-    status = "expired" if view.status == "unknown" else view.status
     return JobPublic(
         id=view.id,
         name=view.name,
-        status=status,
+        status=view.status,
         tries=view.tries,
         enqueued_at=view.enqueued_at,
         scheduled_for=view.scheduled_for,

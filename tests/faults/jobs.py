@@ -1,11 +1,13 @@
-"""Helpers the fault tests share: enqueue many real jobs, wait for them, read Streaq's
-running set."""
+"""Helpers the fault tests share: enqueue many real jobs, wait for them, list the jobs
+Streaq reports running."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Sequence
+
+from streaq.task import TaskStatus
 
 from shared.queue import JobQueue, JobView
 
@@ -24,7 +26,7 @@ async def enqueue_fetches(queue: JobQueue, urls: Sequence[str], owner: str,
 
 
 async def views(queue: JobQueue, ids: Sequence[str], owner: str,
-                batch: int = 200) -> list[JobView]:
+                batch: int = 50) -> list[JobView]:
     out: list[JobView] = []
     for start in range(0, len(ids), batch):
         out.extend(await asyncio.gather(*(queue.view(i, owner) for i in ids[start:start + batch])))
@@ -49,9 +51,9 @@ async def wait_finished(queue: JobQueue, ids: Sequence[str], owner: str,
 
 
 async def running_ids(queue: JobQueue) -> set[str]:
-    """The ids of jobs some worker has started and not finished (Streaq's index)."""
-    members = await queue.redis.smembers(queue.streaq.prefix + ":index:running")
-    return {str(m) for m in members}
+    """The ids of jobs some worker has started and not finished."""
+    running = await queue.streaq.get_tasks_by_status(TaskStatus.RUNNING, limit=100_000)
+    return {info.task_id for info in running}
 
 
 async def wait_drained(queue: JobQueue, timeout: float, interval: float = 0.5) -> float:

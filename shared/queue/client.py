@@ -1,0 +1,274 @@
+"""``JobQueue``: enqueue catalogue jobs by name, read them, wait for them, abort them.
+
+It wraps a client-only Streaq ``Worker`` (built by :func:`make_streaq`, as every process
+builds it), so ``functions/`` can enqueue without importing task code. Streaq is used
+through its public API only; beside its task Offload keeps its own metadata per job
+(:mod:`shared.queue.meta`), which makes ownership, idempotency keys, deterministic ids
+and dead letters work without MongoDB.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from streaq import Worker
+from streaq.task import TaskResult
+from streaq.types import StreaqError
+
+from shared.config import Settings
+from shared.errors import Conflict, NotFound
+from shared.jobs import CATALOGUE, JobSpec
+from shared.queue import outcomes
+from shared.queue.connection import Connection
+from shared.queue.dead_letters import (
+    DeadLetter,
+    forget_dead_letter,
+    list_dead_letters,
+    load_dead_letters,
+)
+from shared.queue.keys import Keys, deterministic_job_id, now_ms
+from shared.queue.meta import JobMeta, encode_payload, payload_digest
+from shared.queue.publish import Plan, Publisher
+from shared.queue.stats import QueueStats, read_stats
+from shared.queue.views import (
+    ENQUEUE_INCOMPLETE,
+    EnqueuedJob,
+    JobView,
+    base_view,
+    finished_view,
+    read_view,
+)
+
+# How long the call that reserved a job may take to publish it before another call may
+# take over (docs/QUEUE.md): far above one round trip, well below an API timeout.
+PUBLISH_LEASE_SECONDS = 5.0
+
+
+def _accept(found: JobMeta, wanted: JobMeta, job_id: str) -> None:
+    """A replay may see the job it asks for; anything else under the id is a conflict
+    that reveals nothing of another owner's job."""
+    if found.owner != wanted.owner:
+        raise Conflict("this job id is taken")
+    if not found.same_job(wanted):
+        raise Conflict("this Idempotency-Key was used with a different job or payload",
+                       {"job_id": job_id})
+
+
+@dataclass
+class JobQueue:
+    """Enqueue and inspect Offload jobs. Enter with ``async with`` (or :meth:`connect`).
+
+    One instance per process; it stays connected across calls. ``functions/`` keeps one per
+    Lambda container on a persistent event loop (see :mod:`shared.aio`).
+    """
+
+    settings: Settings
+    publish_lease_seconds: float = PUBLISH_LEASE_SECONDS
+    _conn: Connection = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._conn = Connection(self.settings)
+        self.keys = Keys(self.settings.queue_name)
+
+    # --- connection --------------------------------------------------------------------
+
+    async def __aenter__(self) -> JobQueue:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def connect(self) -> None:
+        await self._conn.connect()
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()
+
+    async def reset(self) -> None:
+        """Drop the connection (after a SnapStart restore, or a Redis failover)."""
+        await self._conn.reset()
+
+    @property
+    def streaq(self) -> Worker[Any]:
+        return self._conn.streaq
+
+    @property
+    def redis(self) -> Any:
+        return self._conn.streaq.redis
+
+    async def ping(self) -> bool:
+        return bool(await self._conn.call(lambda: self.redis.ping()))
+
+    # --- enqueue -----------------------------------------------------------------------
+
+    async def enqueue(  # noqa: PLR0913, RUF100 - the API's options, keyword-only, each optional
+        self,
+        name: str,
+        payload: dict[str, Any],
+        *,
+        owner: str,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        delay_seconds: float | None = None,
+        run_at: datetime | None = None,
+        priority: str | None = None,
+        correlation_id: str | None = None,
+    ) -> EnqueuedJob:
+        """Validate ``payload`` against the catalogue and enqueue job ``name`` for ``owner``.
+
+        The same ``job_id`` (or the same ``idempotency_key`` from the same owner) while the
+        job is remembered returns the existing job instead of creating a second one; the
+        same key with a different payload, or another owner's id, is a :class:`Conflict`.
+        """
+        spec = CATALOGUE.get(name)
+        if spec is None:
+            raise NotFound(f"unknown job {name!r}")
+        data = spec.validate(payload).model_dump(mode="json")
+        prio = priority or spec.priority
+        if prio not in self.settings.priorities:
+            raise ValueError(f"priority must be one of {self.settings.priorities}")
+        if delay_seconds and run_at:
+            raise ValueError("give delay_seconds or run_at, not both")
+        delay = delay_seconds or 0.0
+        if run_at is not None:
+            delay = max(0.0, (run_at - datetime.now(UTC)).total_seconds())
+        chosen = job_id is not None and idempotency_key is None
+        fresh = job_id is None and idempotency_key is None
+        if idempotency_key is not None:
+            job_id = deterministic_job_id("idempotency", owner, idempotency_key)
+        job_id = job_id or uuid.uuid4().hex
+        created_ms = now_ms()
+        step_ids: tuple[str, ...] = ()
+        if spec.is_pipeline:
+            step_ids = (*(f"{job_id}-{i}" for i in range(len(spec.steps) - 1)), job_id)
+        run_at_ms = created_ms + round(delay * 1000) if delay > 0 else 0
+        meta = JobMeta(name=spec.name, owner=owner, created_ms=created_ms,
+                       payload=encode_payload(data), digest=payload_digest(data),
+                       ttl_s=self._meta_ttl(spec, delay), correlation_id=correlation_id or "",
+                       priority=prio, run_at_ms=run_at_ms, steps=",".join(step_ids))
+        steps = tuple((step_id, meta.for_step(step_name, job_id))
+                      for step_name, step_id in zip(spec.steps[:-1], step_ids[:-1], strict=True))
+        plan = Plan(job_id, meta, steps, caller_chosen_id=chosen)
+        return await self._conn.call(lambda: self._enqueue(plan, fresh=fresh))
+
+    def _meta_ttl(self, spec: JobSpec, delay: float) -> int:
+        run_for = spec.timeout_seconds * spec.max_tries + spec.max_tries**2
+        keep = max(spec.result_ttl_seconds or self.settings.result_retention_seconds,
+                   self.settings.idempotency_ttl_seconds)
+        return int(delay) + run_for + keep + 60
+
+    async def _enqueue(self, plan: Plan, *, fresh: bool) -> EnqueuedJob:
+        publisher = Publisher(self.streaq, self.keys, self.publish_lease_seconds)
+        if fresh:
+            created, meta = True, await publisher.publish_fresh(plan)
+        else:
+            created, meta = await publisher.enqueue(
+                plan, lambda found: _accept(found, plan.meta, plan.job_id))
+        if created:
+            later = meta.run_at_ms > 0 or bool(meta.steps)
+            return EnqueuedJob(plan.job_id, meta.name, "scheduled" if later else "queued",
+                               created=True, steps=meta.step_ids)
+        view = await read_view(self.streaq, self.keys, plan.job_id, meta)
+        return EnqueuedJob(plan.job_id, meta.name, view.status, created=False,
+                           steps=meta.step_ids)
+
+    # --- read --------------------------------------------------------------------------
+
+    async def _owned(self, job_id: str, owner: str) -> tuple[JobMeta, JobView | None]:
+        """The job's metadata and, once it finished and was read, its remembered view;
+        NotFound when it is unknown or someone else's."""
+        raw, done = await self._conn.call(
+            lambda: self.redis.mget([self.keys.job(job_id), self.keys.outcome(job_id)]))
+        meta = JobMeta.from_json(str(raw)) if raw else None
+        if meta is None or meta.owner != owner:
+            raise NotFound(f"no job {job_id!r}")
+        return meta, (outcomes.decode(str(done)) if done else None)
+
+    async def owned_meta(self, job_id: str, owner: str) -> dict[str, Any]:
+        """The job's metadata, or NotFound when it is unknown or someone else's."""
+        meta, _ = await self._owned(job_id, owner)
+        return meta.as_dict()
+
+    async def view(self, job_id: str, owner: str) -> JobView:
+        """The caller's view of one of their jobs."""
+        meta, remembered = await self._owned(job_id, owner)
+        if remembered is not None:
+            return remembered
+        view = await self._conn.call(lambda: read_view(self.streaq, self.keys, job_id, meta))
+        return await self._remember(meta, view)
+
+    async def _remember(self, meta: JobMeta, view: JobView) -> JobView:
+        if view.finished and view.error != ENQUEUE_INCOMPLETE:  # (that one a replay repairs)
+            spec = CATALOGUE.get(meta.name)
+            ttl = (spec and spec.result_ttl_seconds) or self.settings.result_retention_seconds
+            await self._conn.call(lambda: outcomes.remember(self.redis, self.keys, view, ttl))
+        return view
+
+    async def wait(self, job_id: str, owner: str, timeout: float) -> JobView:  # noqa: ASYNC109
+        """Long-poll: return once the job has finished or ``timeout`` seconds passed."""
+        view = await self.view(job_id, owner)
+        if view.finished or timeout <= 0 or view.status == "expired":
+            return view
+        wait = timedelta(seconds=timeout)
+
+        async def until_done() -> TaskResult[Any] | None:
+            # Inside call(), whose TimeoutError means "Redis stopped answering": the poll's
+            # own deadline must not read as that. An unreadable result is the view's to say.
+            with suppress(TimeoutError, StreaqError):
+                return await self.streaq.result_by_id(job_id, timeout=wait)
+            return None
+
+        result = await self._conn.call(until_done)
+        if result is None:
+            return await self.view(job_id, owner)
+        meta, _ = await self._owned(job_id, owner)
+        finished = await self._conn.call(lambda: finished_view(
+            self.streaq, self.keys, base_view(job_id, meta), meta, result))
+        return await self._remember(meta, finished)
+
+    # --- abort / dead letters ------------------------------------------------------------
+
+    async def abort(self, job_id: str, owner: str, wait_seconds: float = 3.0) -> JobView:
+        """Abort a queued, scheduled or running job. Conflict when it already finished."""
+        view = await self.view(job_id, owner)
+        if view.finished or view.status == "expired":
+            raise Conflict(f"job {job_id} already finished ({view.status})")
+        wait = timedelta(seconds=wait_seconds)
+        # Streaq drops an aborted *scheduled* task without storing a result, so its status
+        # would read "not found"; this marker lets the view say "aborted" instead. Set first,
+        # so no read in between sees "expired"; it is only consulted for a missing task.
+        marker = self.keys.aborted(job_id)
+        retention = self.settings.result_retention_seconds
+        await self._conn.call(lambda: self.redis.set(marker, str(now_ms()), ex=retention))
+        await self._conn.call(lambda: self.streaq.abort_by_id(job_id, timeout=wait))
+        return await self.view(job_id, owner)
+
+    async def dead_letters(self, owner: str, limit: int = 100) -> list[DeadLetter]:
+        """The owner's dead letters, newest first."""
+        return await self._conn.call(lambda: list_dead_letters(
+            self.redis, self.keys, owner, self.settings.dead_letter_retention_seconds, limit))
+
+    async def retry_dead_letter(
+        self, job_id: str, owner: str, correlation_id: str | None = None
+    ) -> EnqueuedJob:
+        """Enqueue a dead letter again as a new job, and forget the dead letter."""
+        [letter] = await self._conn.call(
+            lambda: load_dead_letters(self.redis, self.keys, [job_id]))
+        if letter is None or letter.owner != owner:
+            raise NotFound(f"no dead letter {job_id!r}")
+        job = await self.enqueue(
+            letter.name, letter.payload, owner=owner, correlation_id=correlation_id
+        )
+        await self._conn.call(lambda: forget_dead_letter(self.redis, self.keys, job_id, owner))
+        return job
+
+    # --- metrics -----------------------------------------------------------------------
+
+    async def stats(self) -> QueueStats:
+        """Queue depth, running jobs, live workers and the oldest waiting job's age."""
+        return await self._conn.call(lambda: read_stats(self.streaq, self.keys, now_ms()))

@@ -1,0 +1,114 @@
+"""The Streaq client every Offload process builds alike, and a connection that outlives
+the call that opened it (one per Lambda container, kept across warm invocations)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any, TypeVar
+
+from streaq import Worker
+
+from shared.config import Settings
+from shared.errors import QueueUnavailable
+from shared.queue import wire
+
+T = TypeVar("T")
+
+
+def make_streaq(settings: Settings, **worker_kwargs: Any) -> Worker[Any]:
+    """A Streaq ``Worker`` wired exactly as every Offload process must agree on.
+
+    Clients (Lambdas, the CLI) and workers differ only in ``worker_kwargs``
+    (concurrency, lifespan, grace period); queue name, priorities, serializer and signing
+    secret come from settings so a job enqueued by one is readable by the other.
+    """
+    redis_kwargs: dict[str, Any] = {"connect_timeout": settings.redis_socket_timeout_seconds}
+    redis_kwargs.update(worker_kwargs.pop("redis_kwargs", {}))
+    return Worker(
+        redis_url=settings.redis_url,
+        queue_name=settings.queue_name,
+        priorities=list(settings.priorities),
+        signing_secret=settings.signing_secret.get_secret_value(),
+        serializer=wire.dumps,
+        deserializer=wire.loads,
+        idle_timeout=settings.worker_idle_timeout_seconds,
+        redis_kwargs=redis_kwargs,
+        **worker_kwargs,
+    )
+
+
+def client_streaq(settings: Settings) -> Worker[Any]:
+    """A client-only Streaq worker (enqueues and reads; never runs tasks)."""
+    return make_streaq(
+        settings,
+        handle_signals=False,
+        redis_kwargs={"stream_timeout": settings.redis_socket_timeout_seconds},
+    )
+
+
+class Connection:
+    """Holds a client ``Worker``'s context open in a task of its own, so the connection
+    pool lives on after the call that connected (warm Lambda invocations)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.streaq = client_streaq(settings)
+        self._holder: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def connect(self) -> None:
+        """Connect (idempotent)."""
+        if self._holder is not None and not self._holder.done():
+            return
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stop = asyncio.Event()
+        self._holder = asyncio.create_task(self._hold(ready, self._stop))
+        try:
+            await ready
+        except BaseException as exc:
+            holder, self._holder = self._holder, None
+            if holder is not None:
+                with suppress(BaseException):
+                    await holder  # collect its (same) exception: no "never retrieved" warning
+            raise QueueUnavailable(f"cannot connect to Redis: {exc}") from exc
+
+    async def _hold(self, ready: asyncio.Future[None], stop: asyncio.Event) -> None:
+        try:
+            async with self.streaq:
+                ready.set_result(None)
+                await stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            elif not isinstance(exc, asyncio.CancelledError):
+                return  # the pool died; the next call reconnects
+            raise
+
+    async def aclose(self) -> None:
+        if self._holder is None:
+            return
+        holder, self._holder = self._holder, None
+        if self._stop is not None:
+            self._stop.set()
+        try:
+            await asyncio.wait_for(holder, timeout=5)
+        except (TimeoutError, Exception):
+            holder.cancel()
+
+    async def reset(self) -> None:
+        """Drop the connection (after a SnapStart restore, or a Redis failover)."""
+        await self.aclose()
+        self.streaq = client_streaq(self.settings)
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` against Redis; connection faults become :class:`QueueUnavailable`."""
+        from coredis.exceptions import ConnectionError as RedisConnectionError
+
+        await self.connect()
+        try:
+            return await fn()
+        except (RedisConnectionError, OSError, TimeoutError) as exc:
+            await self.reset()
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
