@@ -58,14 +58,14 @@ def api_event(template: dict[str, Any], idempotency_key: bool) -> dict[str, Any]
 
 
 def main(out: str) -> int:
-    from functions import _runtime as runtime
+    from functions import container
     from functions.api import lambda_handler
     from shared.queue import make_streaq
 
     settings = Settings()
     calls = int(os.environ.get("BENCH_CALLS", "1000"))
     template = json.loads(EVENT.read_text())
-    runtime.configure(settings)
+    container.configure(settings)
 
     bare = make_streaq(settings, handle_signals=False)
     runner = asyncio.Runner()
@@ -101,7 +101,7 @@ def main(out: str) -> int:
             candidates[name]()
             latencies[name].append((time.perf_counter() - start) * 1000)
     Path(out).write_text(json.dumps({"ms": latencies}))
-    runtime.configure(None)
+    container.configure(None)
     return 0
 
 
