@@ -49,10 +49,14 @@ def refuse_unreadable_requests(handler: Handler, event: Any,
 
 def is_http_event(event: Any) -> bool:
     """Whether ``event`` has the shape of an API Gateway HTTP API (v2.0) request."""
-    context = event.get("requestContext") if isinstance(event, dict) else None
-    http = context.get("http") if isinstance(context, dict) else None
+    if not isinstance(event, dict):
+        return False
+    context = event.get("requestContext")
+    if not isinstance(context, dict):
+        return False
+    http = context.get("http")
     return (isinstance(http, dict) and isinstance(http.get("method"), str)
-            and isinstance(event.get("rawPath"), str)
+            and isinstance(context.get("stage"), str) and isinstance(event.get("rawPath"), str)
             and isinstance(event.get("headers") or {}, dict))
 
 
