@@ -60,7 +60,7 @@ def configure(settings: Settings | None) -> None:
     _override = settings
 
 
-def container() -> Container:
+def current() -> Container:
     """The container's state, built on first use (invalid settings raise here, loudly)."""
     global _container
     with _lock:
@@ -71,12 +71,12 @@ def container() -> Container:
 
 def settings() -> Settings:
     """The container's settings."""
-    return container().settings
+    return current().settings
 
 
 def run(work: Callable[[JobQueue], Coroutine[Any, Any, T]]) -> T:
     """Run ``work(queue)`` on the container's loop, with its connected queue."""
-    state = container()
+    state = current()
     return state.loop.run(work(state.queue))
 
 

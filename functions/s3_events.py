@@ -101,7 +101,7 @@ def _reject_reason(bucket: str, key: str, size: int | None) -> str | None:
     if size is not None and size > limit:
         return f"the object is {size} bytes; the limit is {limit}"
     # The notification carries no content type: S3 has it (the presigned POST bound it).
-    info = head_object(container.container().s3, bucket, key)
+    info = head_object(container.current().s3, bucket, key)
     if info is None:
         return "the object no longer exists"
     if info.size > limit:

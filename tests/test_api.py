@@ -627,11 +627,11 @@ def _client_count(box: LambdaContainer) -> int:
 
 def test_warm_invocations_reuse_one_connection(api: Api, container: LambdaContainer) -> None:
     assert api("GET", "/health").status == 200
-    queue_before = container.invoke(lambda: lambda_state.container().queue)
+    queue_before = container.invoke(lambda: lambda_state.current().queue)
     clients = _client_count(container)
     for _ in range(5):
         assert api("POST", "/jobs/generate_sales_report", body=REPORT).status == 202
-    assert container.invoke(lambda: lambda_state.container().queue) is queue_before
+    assert container.invoke(lambda: lambda_state.current().queue) is queue_before
     assert _client_count(container) == clients
 
 
@@ -639,10 +639,10 @@ def test_after_a_snapstart_restore_the_next_call_reconnects(
     api: Api, container: LambdaContainer
 ) -> None:
     job_id = api("POST", "/jobs/generate_sales_report", body=REPORT).json["id"]
-    before = container.invoke(lambda_state.container)
+    before = container.invoke(lambda_state.current)
     container.invoke(lambda_state.reset_connections)  # what the after-restore hook runs
     assert api("GET", f"/jobs/{job_id}").status == 200
-    assert container.invoke(lambda_state.container) is not before
+    assert container.invoke(lambda_state.current) is not before
 
 
 # --- with a real worker ----------------------------------------------------------------------

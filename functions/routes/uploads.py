@@ -41,7 +41,7 @@ def create_upload(
     upload: Annotated[UploadCreate, Body()],
     owner: Caller,
 ) -> UploadPublic:
-    state = container.container()
+    state = container.current()
     limit = state.settings.upload_max_bytes
     if upload.size > limit:
         raise ValidationFailed(
