@@ -43,10 +43,16 @@ LAZY_DEPENDENCIES = ("aws_xray_sdk.core",)
 
 
 def handlers() -> list[str]:
+    """The modules a Lambda function names as its handler (``functions.X.lambda_handler``);
+    the other modules of ``functions/`` are what they share."""
     import functions
 
     return [f"functions.{m.name}" for m in pkgutil.iter_modules(functions.__path__)
-            if not m.name.startswith("_") and not m.ispkg]
+            if not m.ispkg and _defines_lambda_handler(Path(functions.__path__[0], m.name))]
+
+
+def _defines_lambda_handler(stem: Path) -> bool:
+    return "\ndef lambda_handler(" in stem.with_suffix(".py").read_text()
 
 
 def _env() -> dict[str, str]:

@@ -17,10 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions import _runtime as runtime
+from functions import container
+from functions.metrics import METRICS_NAMESPACE
 
 SERVICE = "offload-queue-metrics"
 
@@ -28,16 +30,16 @@ tracer = Tracer(service=SERVICE)
 logger = Logger(service=SERVICE)
 # service="": no "service" dimension even when POWERTOOLS_SERVICE_NAME is set, so the
 # scaling policy names exactly {queue}.
-metrics = Metrics(namespace=runtime.METRICS_NAMESPACE, service="")
+metrics = Metrics(namespace=METRICS_NAMESPACE, service="")
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    stats = runtime.run(lambda q: q.stats())
+    stats = container.run(lambda q: q.stats())
     backlog = stats.depth / max(stats.workers, 1)
-    metrics.add_dimension(name="queue", value=runtime.settings().queue_name)
+    metrics.add_dimension(name="queue", value=container.settings().queue_name)
     metrics.add_metric(name="QueueDepth", unit=MetricUnit.Count, value=stats.depth)
     metrics.add_metric(name="OldestJobAgeSeconds", unit=MetricUnit.Seconds,
                        value=stats.oldest_age_seconds)

@@ -21,7 +21,8 @@ from aws_lambda_powertools.utilities.parser.models import S3Model, S3RecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from functions import _runtime as runtime
+from functions import container
+from functions.metrics import count
 from shared.api_models import IMAGE_CONTENT_TYPES, UploadKey
 from shared.errors import Conflict
 from shared.queue import JobQueue, deterministic_job_id
@@ -57,10 +58,10 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, int]:
         # not run it twice more and ship it to the failure destination.
         logger.error("rejected an event that is not an S3 notification",
                      extra={"error": str(exc)[:500]})
-        runtime.count("EventsRejected")
+        count("EventsRejected")
         return {"records": 0, "jobs": 0, "new_jobs": 0, "rejected": 1}
     jobs = [job for record in parsed.Records if (job := _image_job(record)) is not None]
-    created = runtime.run(lambda q: _enqueue_all(q, jobs)) if jobs else 0
+    created = container.run(lambda q: _enqueue_all(q, jobs)) if jobs else 0
     summary = {"records": len(parsed.Records), "jobs": len(jobs), "new_jobs": created}
     logger.info("s3 records handled", extra=summary)
     return summary
@@ -74,10 +75,10 @@ def _image_job(record: S3RecordModel) -> ImageJob | None:
     bucket = record.s3.bucket.name
     key = unquote_plus(obj.key)  # S3 URL-encodes keys in notifications ("+" is a space)
     upload = UploadKey.parse(key)
-    if upload is None or bucket != runtime.settings().uploads_bucket:
+    if upload is None or bucket != container.settings().uploads_bucket:
         logger.info("ignoring an object not uploaded through POST /uploads",
                     extra={"bucket": bucket, "key": key})
-        runtime.count("UploadsIgnored")
+        count("UploadsIgnored")
         return None
     payload: dict[str, Any] = {
         "bucket": bucket,
@@ -89,18 +90,18 @@ def _image_job(record: S3RecordModel) -> ImageJob | None:
     reason = _reject_reason(bucket, key, payload["size"])
     if reason:
         logger.warning("upload rejected", extra={"key": key, "reason": reason})
-        runtime.count("UploadsRejected")
+        count("UploadsRejected")
         payload["reject_reason"] = reason
     request_id = record.responseElements.x_amz_request_id
     return ImageJob(upload.owner, upload.job_id(bucket), payload, request_id)
 
 
 def _reject_reason(bucket: str, key: str, size: int | None) -> str | None:
-    limit = runtime.settings().upload_max_bytes
+    limit = container.settings().upload_max_bytes
     if size is not None and size > limit:
         return f"the object is {size} bytes; the limit is {limit}"
     # The notification carries no content type: S3 has it (the presigned POST bound it).
-    info = head_object(runtime.container().s3, bucket, key)
+    info = head_object(container.current().s3, bucket, key)
     if info is None:
         return "the object no longer exists"
     if info.size > limit:
@@ -134,6 +135,6 @@ async def _enqueue(queue: JobQueue, job: ImageJob) -> bool:
             correlation_id=job.correlation_id,
         )
     if result.created:
-        runtime.count("JobsEnqueued", job=JOB, source="s3")
+        count("JobsEnqueued", job=JOB, source="s3")
     logger.info("image job", extra={"job_id": result.id, "new_job": result.created})
     return result.created

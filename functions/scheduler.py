@@ -16,12 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from functions import _runtime as runtime
+from functions import container
+from functions.errors import field_errors
+from functions.metrics import count
 from shared.jobs import CATALOGUE
 from shared.queue import deterministic_job_id
 
@@ -47,13 +50,15 @@ class ScheduledJobEvent(EventBridgeModel):
     detail: ScheduledJob
 
 
-@logger.inject_lambda_context
+# The event id of an EventBridge event; a schedule's plain input has none, so the handler
+# sets the invocation's request id instead.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         request, occurrence = _read(event, context)
     except ValidationError as exc:
-        return _reject("invalid_event", "the event names no job", runtime.field_errors(
+        return _reject("invalid_event", "the event names no job", field_errors(
             exc.errors(include_url=False)))
     logger.set_correlation_id(occurrence)
     spec = CATALOGUE.get(request.job)
@@ -63,8 +68,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         spec.validate(request.args)
     except ValidationError as exc:
         return _reject("invalid_arguments", f"bad arguments for {spec.name}",
-                       runtime.field_errors(exc.errors(include_url=False), ("args",)))
-    job = runtime.run(
+                       field_errors(exc.errors(include_url=False), ("args",)))
+    job = container.run(
         lambda q: q.enqueue(
             spec.name,
             request.args,
@@ -74,7 +79,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         )
     )
     if job.created:
-        runtime.count("JobsEnqueued", job=spec.name, source="schedule")
+        count("JobsEnqueued", job=spec.name, source="schedule")
     logger.info("scheduled job enqueued", extra={"job": spec.name, "job_id": job.id,
                                                   "new_job": job.created})
     return {"enqueued": True, "job": spec.name, "job_id": job.id, "new_job": job.created}
@@ -91,5 +96,5 @@ def _read(event: dict[str, Any], context: LambdaContext) -> tuple[ScheduledJob, 
 def _reject(reason: str, message: str, details: Any = None) -> dict[str, Any]:
     logger.error("schedule rejected", extra={"reason": reason, "error": message,
                                              "details": details})
-    runtime.count("ScheduleRejected", reason=reason)
+    count("ScheduleRejected", reason=reason)
     return {"enqueued": False, "reason": reason, "error": message}

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from functions import _runtime as runtime
+from functions import container as lambda_state
 from infra.local.private_redis import free_port
 from shared.api_models import UploadKey
 from shared.aws import s3_client
@@ -66,7 +66,7 @@ class LambdaContainer:
 
     def __init__(self, settings: Settings) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambda")
-        self.invoke(runtime.configure, settings)
+        self.invoke(lambda_state.configure, settings)
 
     def invoke(self, fn: Callable[..., T], *args: Any) -> T:
         return self._thread.submit(fn, *args).result()
@@ -77,15 +77,15 @@ class LambdaContainer:
 
     def queue(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``work(queue)`` with the container's own connected JobQueue."""
-        result: T = self.invoke(runtime.run, _as_coroutine(work))
+        result: T = self.invoke(lambda_state.run, _as_coroutine(work))
         return result
 
     async def aqueue(self, work: Callable[[Any], Awaitable[T]]) -> T:
-        result: T = await self.ainvoke(runtime.run, _as_coroutine(work))
+        result: T = await self.ainvoke(lambda_state.run, _as_coroutine(work))
         return result
 
     def close(self) -> None:
-        self.invoke(runtime.configure, None)
+        self.invoke(lambda_state.configure, None)
         self._thread.shutdown()
 
 
@@ -301,7 +301,7 @@ def test_multipart_and_binary_bodies_are_refused_before_parsing(
 
 
 def test_body_over_the_configured_limit_is_413(api: Api, container: LambdaContainer) -> None:
-    limit = container.invoke(runtime.settings).api_max_body_bytes
+    limit = container.invoke(lambda_state.settings).api_max_body_bytes
     padding = "x" * limit
     response = api("POST", "/jobs/generate_sales_report", body={**REPORT, "pad": padding})
     error = assert_error(response, 413, "payload_too_large")
@@ -442,7 +442,7 @@ def test_abort_a_scheduled_job_then_409(api: Api) -> None:
 
 def _dead_letter(box: LambdaContainer, job_id: str, owner: str) -> None:
     """Record a dead letter exactly as the worker's retry policy does."""
-    settings = box.invoke(runtime.settings)
+    settings = box.invoke(lambda_state.settings)
     letter = DeadLetter(
         id=job_id, name="generate_sales_report", owner=owner, payload=REPORT,
         error_type="TransientJobError", error="S3 unavailable", tries=3,
@@ -627,11 +627,11 @@ def _client_count(box: LambdaContainer) -> int:
 
 def test_warm_invocations_reuse_one_connection(api: Api, container: LambdaContainer) -> None:
     assert api("GET", "/health").status == 200
-    queue_before = container.invoke(lambda: runtime.container().queue)
+    queue_before = container.invoke(lambda: lambda_state.current().queue)
     clients = _client_count(container)
     for _ in range(5):
         assert api("POST", "/jobs/generate_sales_report", body=REPORT).status == 202
-    assert container.invoke(lambda: runtime.container().queue) is queue_before
+    assert container.invoke(lambda: lambda_state.current().queue) is queue_before
     assert _client_count(container) == clients
 
 
@@ -639,10 +639,10 @@ def test_after_a_snapstart_restore_the_next_call_reconnects(
     api: Api, container: LambdaContainer
 ) -> None:
     job_id = api("POST", "/jobs/generate_sales_report", body=REPORT).json["id"]
-    before = container.invoke(runtime.container)
-    container.invoke(runtime.reset_connections)  # what the after-restore hook runs
+    before = container.invoke(lambda_state.current)
+    container.invoke(lambda_state.reset_connections)  # what the after-restore hook runs
     assert api("GET", f"/jobs/{job_id}").status == 200
-    assert container.invoke(runtime.container) is not before
+    assert container.invoke(lambda_state.current) is not before
 
 
 # --- with a real worker ----------------------------------------------------------------------

@@ -453,8 +453,8 @@ def test_worker_count_defaults_to_zero_and_template_passes_it_through(cfn: dict[
 
 def test_metric_names_match_what_queue_metrics_publishes() -> None:
     source = (ROOT / "functions" / "queue_metrics.py").read_text()
-    runtime = (ROOT / "functions" / "_runtime.py").read_text()
-    assert 'METRICS_NAMESPACE = "Offload"' in runtime
+    namespace = (ROOT / "functions" / "metrics.py").read_text()
+    assert 'METRICS_NAMESPACE = "Offload"' in namespace
     for metric in ("QueueDepth", "OldestJobAgeSeconds", "BacklogPerWorker"):
         assert f'name="{metric}"' in source, metric
     assert 'add_dimension(name="queue"' in source

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from functions import _runtime as runtime
+from functions import container
 from functions.routes import responses
 from shared.api_models import HealthPublic
 
@@ -18,5 +18,5 @@ router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]  # untyped __in
     tags=["health"],
 )
 def health() -> HealthPublic:
-    runtime.run(lambda q: q.ping())
+    container.run(lambda q: q.ping())
     return HealthPublic(status="ok")

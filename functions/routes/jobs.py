@@ -1,23 +1,20 @@
 """``/jobs``: enqueue a catalogue job, read it (long-poll), abort it, list and retry dead
 letters. Every job belongs to the caller who enqueued it; anyone else gets 404."""
 
-# No `from __future__ import annotations` here: Powertools reads a route's type hints on
-# every request (to find its Depends), and string annotations cost an eval each time
-# (a warm POST /jobs took 1.8 ms instead of 0.4 ms before the enqueue; bench/README.md).
+# No `from __future__ import annotations`: Powertools reads a route's type hints on every
+# request, and string annotations would be evaluated each time.
 
-import json
-import re
 from datetime import datetime
-from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
-from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from pydantic import AwareDatetime
 
-from functions import _runtime as runtime
+from functions import container
+from functions.identity import Caller
+from functions.metrics import count
 from functions.routes import COMMON, SERVICE, responses
 from shared.api_models import (
     JOB_ID_PATTERN,
@@ -45,7 +42,6 @@ MAX_PRIORITY_LENGTH = 32
 ACCEPTED = 202
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's id.")]
-Caller = Annotated[str, Depends(runtime.caller)]
 
 
 _HTTP_JOBS = [spec.name for spec in CATALOGUE.values() if spec.http_enqueueable]
@@ -73,7 +69,7 @@ def _enqueueable() -> str:
                         *COMMON, 403, 404, 409, 413),
     tags=["jobs"],
 )
-def create_job(
+def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP parameter
     name: Annotated[str, Path(max_length=MAX_NAME_LENGTH, description="A catalogue job name.",
                               examples=_HTTP_JOBS)],
     body: Annotated[JobCreate, Body()],
@@ -100,7 +96,7 @@ def create_job(
     if not spec.http_enqueueable:
         raise Forbidden(f"job {name!r} cannot be enqueued over HTTP")
     _check_schedule(delay_seconds, run_at, priority)
-    job = runtime.run(
+    job = container.run(
         lambda q: q.enqueue(
             name,
             body.root,
@@ -113,122 +109,9 @@ def create_job(
         )
     )
     if job.created:
-        runtime.count("JobsEnqueued", job=name, source="api")
+        count("JobsEnqueued", job=name, source="api")
     logger.info("job enqueued", extra={"job_id": job.id, "job": name, "new_job": job.created})
     return _accepted(job)
-
-
-# --- POST /jobs/{name} without the router ------------------------------------------------
-#
-# Powertools spends ~0.2 ms of CPU per request in a tight loop, 0.5-0.6 ms in the warm
-# handler on this 2-core host, matching the route, validating each parameter through its
-# OpenAPI models, resolving Depends and serialising: half the enqueue's own round trip.
-# The handler therefore calls ``create_job`` directly for requests this function can prove
-# pass that validation, with the arguments Powertools would pass; anything else (every 4xx
-# Powertools produces before the route runs, and every unusual shape) returns None and
-# takes the router. What ``create_job`` raises goes through the app's own exception
-# handlers either way (functions/api.py), and tests/test_api_fast_path.py proves both
-# paths answer byte for byte the same.
-
-# Catalogue names are snake_case; Powertools' own segment pattern is a superset.
-_PLAIN_JOB_PATH = re.compile(rf"/jobs/([a-z0-9_]{{1,{MAX_NAME_LENGTH}}})")
-# The header's pattern (^[\x21-\x7e]+$), less ",": Powertools splits header values on commas.
-_PLAIN_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]{1,255}")
-_PLAIN_DELAY = re.compile(r"0|[1-9][0-9]{0,9}")
-
-
-@cache
-def _run_at_adapter() -> TypeAdapter[datetime]:
-    # Built on first use: a query parameter few requests carry should not cost cold start.
-    return TypeAdapter(AwareDatetime)
-
-
-def plain_create_job(event: dict[str, Any]) -> dict[str, Any] | None:
-    """``create_job``'s keyword arguments when ``event`` (an HTTP API v2.0 request whose
-    body ``unreadable_body`` accepted) is a ``POST /jobs/{name}`` that passes the route's
-    request validation and carries a caller identity; None when in any doubt."""
-    context = event["requestContext"]
-    match = _PLAIN_JOB_PATH.fullmatch(event["rawPath"])
-    if match is None or context["http"]["method"] != "POST" or context.get("stage") != "$default":
-        return None
-    headers = {} if event.get("headers") is None else event["headers"]
-    query = event.get("queryStringParameters") or {}
-    if not (_plain_strings(headers, lowercase=True) and _plain_strings(query, lowercase=False)
-            and _plain_cookies(event.get("cookies"))):
-        return None
-    owner = _plain_owner(context)
-    payload = _plain_payload(event, headers.get("content-type", ""))
-    key = headers.get("idempotency-key")
-    if owner is None or payload is None or (
-            key is not None and not _PLAIN_IDEMPOTENCY_KEY.fullmatch(key)):
-        return None
-    schedule = _plain_schedule(query)
-    if schedule is None:
-        return None
-    return {"name": match.group(1), "body": JobCreate.model_validate(payload), "owner": owner,
-            "idempotency_key": key, **schedule}
-
-
-def _plain_strings(fields: Any, *, lowercase: bool) -> bool:
-    # Powertools splits every value (a non-string one raises) and folds header names.
-    if not isinstance(fields, dict):
-        return False
-    try:
-        names = "".join(fields)
-        "".join(fields.values())
-    except TypeError:
-        return False
-    return not lowercase or names == names.lower()
-
-
-def _plain_cookies(cookies: Any) -> bool:
-    # Powertools joins them to parse cookie parameters, whether the route has any or not.
-    return not cookies or (isinstance(cookies, list) and all(isinstance(c, str) for c in cookies))
-
-
-def _plain_owner(context: dict[str, Any]) -> str | None:
-    """``runtime.caller``'s answer, or None where it would refuse (401)."""
-    authorizer = context.get("authorizer")
-    jwt = authorizer.get("jwt") if isinstance(authorizer, dict) else None
-    claims = jwt.get("claims") if isinstance(jwt, dict) else None
-    sub = claims.get("sub") if isinstance(claims, dict) else None
-    return sub if isinstance(sub, str) and runtime.is_owner(sub) else None
-
-
-def _plain_payload(event: dict[str, Any], content_type: str) -> dict[str, Any] | None:
-    """The JSON object body Powertools would parse (no form, multipart or base64 bodies)."""
-    content_type = content_type.strip()
-    body = event.get("body")
-    if content_type and not content_type.startswith("application/json"):
-        return None
-    if event.get("isBase64Encoded") or not isinstance(body, str) or not body:
-        return None
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
-def _plain_schedule(query: dict[str, str]) -> dict[str, Any] | None:
-    """``delay_seconds``, ``run_at`` and ``priority`` as the Query models would parse them
-    (``create_job`` itself checks their combination and the priority's name)."""
-    delay, run_at, priority = (query.get(k) for k in ("delay_seconds", "run_at", "priority"))
-    schedule: dict[str, Any] = {"delay_seconds": None, "run_at": None, "priority": priority}
-    if delay is not None:
-        if not _PLAIN_DELAY.fullmatch(delay) or int(delay) > MAX_DELAY_SECONDS:
-            return None
-        schedule["delay_seconds"] = int(delay)
-    if run_at is not None:
-        if "," in run_at:
-            return None
-        try:
-            schedule["run_at"] = _run_at_adapter().validate_python(run_at)
-        except ValidationError:
-            return None
-    if priority is not None and ("," in priority or len(priority) > MAX_PRIORITY_LENGTH):
-        return None
-    return schedule
 
 
 def _check_schedule(delay: int | None, run_at: datetime | None, priority: str | None) -> None:
@@ -236,7 +119,7 @@ def _check_schedule(delay: int | None, run_at: datetime | None, priority: str | 
     if delay is not None and run_at is not None:
         problems.append({"loc": ["query", "run_at"], "type": "conflict",
                          "msg": "give delay_seconds or run_at, not both"})
-    allowed = runtime.settings().priorities
+    allowed = container.settings().priorities
     if priority is not None and priority not in allowed:
         problems.append({"loc": ["query", "priority"], "type": "literal_error",
                          "msg": f"priority must be one of {', '.join(allowed)}"})
@@ -259,8 +142,8 @@ def read_job(
               description="Seconds to wait for the job to finish (capped by configuration)."),
     ] = 0,
 ) -> JobPublic:
-    timeout = min(wait, runtime.settings().api_max_wait_seconds)
-    return _public(runtime.run(lambda q: q.wait(job_id, owner, timeout)))
+    timeout = min(wait, container.settings().api_max_wait_seconds)
+    return _public(container.run(lambda q: q.wait(job_id, owner, timeout)))
 
 
 @router.delete(
@@ -272,7 +155,7 @@ def read_job(
     tags=["jobs"],
 )
 def abort_job(job_id: JobId, owner: Caller) -> JobPublic:
-    view = runtime.run(lambda q: q.abort(job_id, owner))
+    view = container.run(lambda q: q.abort(job_id, owner))
     logger.info("job abort requested", extra={"job_id": job_id, "status": view.status})
     return _public(view)
 
@@ -288,7 +171,7 @@ def list_failed(
     status: Annotated[Literal["failed"], Query(description="Only `failed` is listed.")],
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> DeadLetterPage:
-    letters = runtime.run(lambda q: q.dead_letters(owner, limit))
+    letters = container.run(lambda q: q.dead_letters(owner, limit))
     return DeadLetterPage(items=[_dead_letter(letter) for letter in letters])
 
 
@@ -300,10 +183,10 @@ def list_failed(
     tags=["jobs"],
 )
 def retry_job(job_id: JobId, owner: Caller) -> JobAccepted:
-    job = runtime.run(
+    job = container.run(
         lambda q: q.retry_dead_letter(job_id, owner, correlation_id=logger.get_correlation_id())
     )
-    runtime.count("JobsEnqueued", job=job.name, source="retry")
+    count("JobsEnqueued", job=job.name, source="retry")
     return _accepted(job)
 
 

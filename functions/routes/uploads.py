@@ -1,18 +1,17 @@
 """``/uploads``: a presigned S3 POST for one image, and the id of the job it will get."""
 
-# No `from __future__ import annotations` here: Powertools reads a route's type hints on
-# every request (to find its Depends), and string annotations cost an eval each time
-# (a warm POST /jobs took 1.8 ms instead of 0.4 ms before the enqueue; bench/README.md).
+# No `from __future__ import annotations`: Powertools reads a route's type hints on every
+# request, and string annotations would be evaluated each time.
 
 import uuid
 from typing import Annotated
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from functions import _runtime as runtime
+from functions import container
+from functions.identity import Caller
 from functions.routes import COMMON, SERVICE, responses
 from shared.api_models import UploadCreate, UploadKey, UploadLinks, UploadPublic
 from shared.errors import ValidationFailed
@@ -40,9 +39,9 @@ router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]  # untyped __in
 )
 def create_upload(
     upload: Annotated[UploadCreate, Body()],
-    owner: Annotated[str, Depends(runtime.caller)],
+    owner: Caller,
 ) -> UploadPublic:
-    state = runtime.container()
+    state = container.current()
     limit = state.settings.upload_max_bytes
     if upload.size > limit:
         raise ValidationFailed(

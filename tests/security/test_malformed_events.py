@@ -31,6 +31,13 @@ def _no_request_context() -> dict[str, Any]:
     return event
 
 
+def _no_stage() -> dict[str, Any]:
+    # Powertools reads requestContext.stage to find the path: without it, resolve() raises.
+    event = http_event("GET", "/health", sub=None)
+    del event["requestContext"]["stage"]
+    return event
+
+
 MALFORMED: dict[str, Any] = {
     "empty object": {},
     "a list": [],
@@ -41,6 +48,7 @@ MALFORMED: dict[str, Any] = {
     "records not a list": {"Records": "x"},
     "S3 record without its object": {"Records": [_s3_record(object={})]},
     "HTTP event without requestContext": _no_request_context(),
+    "HTTP event without its stage": _no_stage(),
     "another service's event": load_event("eventbridge-scheduled.json"),
 }
 

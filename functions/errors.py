@@ -1,0 +1,107 @@
+"""The API's one error shape, ``{"error": {"code", "message", "details"}}``, and the
+exception handlers that map every error to it, registered once on the resolver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from coredis.exceptions import RedisError
+from pydantic import ValidationError
+
+from functions.metrics import count
+from shared.errors import (
+    ApiError,
+    NotFound,
+    QueueUnavailable,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+
+# Seconds a client should wait before retrying a 503 (Redis down or failing over).
+RETRY_AFTER_SECONDS = 5
+
+ErrorResponse = Response[dict[str, Any]]
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None) -> ErrorResponse:
+    """The API's one error shape, as a Powertools ``Response``."""
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": {"code": code, "message": message, "details": details}},
+        headers=headers or {},
+    )
+
+
+def render(error: ApiError) -> ErrorResponse:
+    """An :class:`ApiError` with its status (and ``Retry-After`` when it is a 503), counted
+    as ``RequestsRejected`` by code."""
+    count("RequestsRejected", code=error.code)
+    headers: dict[str, str] = {}
+    if isinstance(error, ServiceUnavailable):
+        headers["Retry-After"] = str(error.retry_after)
+    return error_response(error.status_code, error.code, error.message, error.details, headers)
+
+
+def field_errors(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Pydantic-style errors as ``{loc, type, msg}``: no input echoed, no Python internals."""
+    return [
+        {
+            "loc": [*prefix, *(p if isinstance(p, int) else str(p) for p in e.get("loc", ()))],
+            "type": str(e.get("type", "invalid")),
+            "msg": str(e.get("msg", "invalid value")),
+        }
+        for e in errors
+    ]
+
+
+def register(app: APIGatewayHttpResolver, logger: Logger) -> None:
+    """Map every error to the one error shape, once, for ``app``."""
+
+    def queue_unavailable(error: Exception) -> ErrorResponse:
+        # RedisError beyond connection faults: READONLY or LOADING during a failover.
+        logger.warning("queue unavailable: %s", error, exc_info=error)
+        return render(ServiceUnavailable("the job queue is unavailable; try again shortly",
+                                         retry_after=RETRY_AFTER_SECONDS))
+
+    def unexpected(error: Exception) -> ErrorResponse:
+        logger.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error")
+
+    handlers: list[tuple[type[Exception] | list[type[Exception]], Callable[[Any], Any]]] = [
+        (ApiError, render),
+        ([QueueUnavailable, RedisError], queue_unavailable),
+        (RequestValidationError, _invalid_request),
+        (ValidationError, _invalid_input),
+        (NotFoundError, _no_route),
+        (ServiceError, _service_error),
+        (Exception, unexpected),  # the most specific handler wins, so this is last resort
+    ]
+    for errors, handler in handlers:
+        app.exception_handler(errors)(handler)
+
+
+def _invalid_request(error: RequestValidationError) -> ErrorResponse:
+    return render(ValidationFailed("the request is invalid", field_errors(error.errors())))
+
+
+def _invalid_input(error: ValidationError) -> ErrorResponse:
+    # Raised by a catalogue input model: the errors are the body's.
+    details = field_errors(error.errors(include_url=False), prefix=("body",))
+    return render(ValidationFailed("the job input is invalid", details))
+
+
+def _no_route(error: NotFoundError) -> ErrorResponse:
+    return render(NotFound("no such route"))
+
+
+def _service_error(error: ServiceError) -> ErrorResponse:
+    status = HTTPStatus(error.status_code)
+    return error_response(status, status.phrase.lower().replace(" ", "_"), str(error.msg))
