@@ -11,12 +11,16 @@ rejected by the upload handler) fail at once; S3 faults propagate for the retry 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.lowlevel import RunVar
 
+from shared.api_models import UploadKey
 from shared.errors import PermanentJobError
 from shared.jobs import ProcessImageInput
 from worker.context import WorkerContext
@@ -29,34 +33,55 @@ if TYPE_CHECKING:
 
 # Longest reason stored on a failed Image (the API shows it to the owner).
 MAX_REASON_CHARS = 500
+_CPU_LIMIT: RunVar[anyio.CapacityLimiter] = RunVar("image_cpu_limit")
+_CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
-@dataclass(frozen=True)
-class UploadKey:
-    """The parts of ``uploads/{owner}/{upload_id}/{filename}``."""
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a Fargate
+    task's vCPUs; the host's CPUs may all be in the affinity mask)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = _CGROUP_CPU_MAX.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
-    owner: str
-    upload_id: str
-    filename: str
 
-    @classmethod
-    def parse(cls, key: str) -> UploadKey:
-        parts = key.split("/", 3)
-        if len(parts) != 4 or parts[0] != "uploads" or not all(parts[1:]):
-            raise PermanentJobError(
-                f"key {key!r:.200} is not uploads/{{owner}}/{{upload_id}}/{{filename}}"
-            )
-        return cls(owner=parts[1], upload_id=parts[2], filename=parts[3])
+def cpu_limiter() -> anyio.CapacityLimiter:
+    """Image work is CPU-bound and each image uses one thread (worker/imaging_vips.py): a
+    worker running many image jobs at once decodes and encodes at most one per CPU at a
+    time, instead of oversubscribing them and multiplying decode buffers in memory. One
+    limiter per event loop, as anyio keeps its default thread limiter."""
+    try:
+        return _CPU_LIMIT.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(available_cpus())
+        _CPU_LIMIT.set(limiter)
+        return limiter
 
-    def variant_key(self, name: str) -> str:
-        """Where a variant goes in the results bucket (which does not trigger the handler)."""
-        return f"images/{self.owner}/{self.upload_id}/{name}.webp"
+
+def _upload_key(key: str) -> UploadKey:
+    """The upload's parts: only keys ``POST /uploads`` makes are processed."""
+    upload = UploadKey.parse(key)
+    if upload is None:
+        raise PermanentJobError(
+            f"key {key!r:.200} is not uploads/{{owner}}/{{upload_id}}/{{filename}}"
+        )
+    return upload
+
+
+def _variant_key(upload: UploadKey, name: str) -> str:
+    """Where a variant goes in the results bucket (which does not trigger the handler)."""
+    return f"images/{upload.owner}/{upload.upload_id}/{name}.webp"
 
 
 @job("process_uploaded_image")
 async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> dict[str, Any]:
     """Derive the WebP variants of one upload and record them on its ``Image``."""
-    upload = UploadKey.parse(inp.key)
+    upload = _upload_key(inp.key)
     if inp.bucket != ctx.settings.uploads_bucket:
         # Not an upload: no Image to record, and no other bucket's objects to publish.
         raise PermanentJobError(f"bucket {inp.bucket!r} is not the uploads bucket")
@@ -135,7 +160,7 @@ async def _fetch(ctx: WorkerContext, inp: ProcessImageInput) -> bytes:
 async def _prepare(ctx: WorkerContext, data: bytes) -> PreparedImage:
     settings = ctx.settings
     # Decoding and encoding take 0.1-1 s of CPU: in threads, so that the worker's
-    # heartbeat and its other jobs keep running meanwhile.
+    # heartbeat and its other jobs keep running meanwhile; at most one per CPU at a time.
     return await anyio.to_thread.run_sync(
         partial(
             prepare_image,
@@ -143,7 +168,8 @@ async def _prepare(ctx: WorkerContext, data: bytes) -> PreparedImage:
             max_pixels=settings.image_max_pixels,
             large_side=settings.image_max_side,
             thumb_side=settings.image_thumbnail_side,
-        )
+        ),
+        limiter=cpu_limiter(),
     )
 
 
@@ -158,7 +184,7 @@ async def _encode_and_put(ctx: WorkerContext, upload: UploadKey, prepared: Prepa
     error is raised, or else the first failed upload's, for the job's failure handling and
     retry policy.
     """
-    variants = {name: upload.variant_key(name) for name in ("large", "thumbnail")}
+    variants = {name: _variant_key(upload, name) for name in ("large", "thumbnail")}
     sizes: dict[str, int] = {}
     put_errors: list[Exception] = []
 
@@ -176,7 +202,7 @@ async def _encode_and_put(ctx: WorkerContext, upload: UploadKey, prepared: Prepa
         sizes["thumbnail"] = len(prepared.thumbnail.data)
         tg.start_soon(put, "thumbnail", prepared.thumbnail)
         try:
-            large = await anyio.to_thread.run_sync(prepared.encode_large)
+            large = await anyio.to_thread.run_sync(prepared.encode_large, limiter=cpu_limiter())
         except Exception as exc:  # kept until the thumbnail's upload has run its course
             encode_error = exc
         else:
