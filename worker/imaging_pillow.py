@@ -88,7 +88,7 @@ def _decode(source: Image.Image) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageRejected(f"image frame is too large ({exc})") from exc
     except DECODE_ERRORS as exc:
-        raise ImageRejected(f"image is truncated or corrupt ({exc})") from exc
+        raise ImageRejected(f"image is truncated or corrupt ({str(exc).strip()})") from exc
     return _to_working_mode(source)
 
 
