@@ -1,7 +1,7 @@
 """The libvips engine (pyvips): PNG, WebP, TIFF and AVIF, and JPEGs too small for DCT
 scaling, where libvips decodes faster or shrinks while decoding and Pillow cannot.
 
-``thumbnail_buffer`` decodes once, shrinking on load where the format allows (WebP, AVIF),
+``thumbnail_source`` decodes once, shrinking on load where the format allows (WebP, AVIF),
 streams PNG rows through the resampler instead of holding the full decode, applies EXIF
 orientation, and converts an embedded ICC profile to sRGB after the shrink. The thumbnail
 is derived from the large output in memory.
@@ -23,16 +23,15 @@ from worker.imaging_base import WEBP_METHOD, WEBP_QUALITY, EncodedImage, ImageRe
 # Pillow's name for the format -> the libvips loader that must be the one to read it (a
 # file that libvips would read with another loader is refused, not guessed at).
 LOADERS: dict[str, str] = {
-    "PNG": "pngload_buffer",
-    "WEBP": "webpload_buffer",
-    "TIFF": "tiffload_buffer",
-    "AVIF": "heifload_buffer",
-    "JPEG": "jpegload_buffer",
-    "MPO": "jpegload_buffer",
+    "PNG": "pngload_source",
+    "WEBP": "webpload_source",
+    "TIFF": "tiffload_source",
+    "AVIF": "heifload_source",
+    "JPEG": "jpegload_source",
+    "MPO": "jpegload_source",
 }
-_OPERATIONS = {"pngload_buffer": "VipsForeignLoadPng", "webpload_buffer": "VipsForeignLoadWebp",
-               "tiffload_buffer": "VipsForeignLoadTiff", "heifload_buffer": "VipsForeignLoadHeif",
-               "jpegload_buffer": "VipsForeignLoadJpeg"}
+_OPERATIONS = ("VipsForeignLoadPng", "VipsForeignLoadWebp", "VipsForeignLoadTiff",
+               "VipsForeignLoadHeif", "VipsForeignLoadJpeg")
 # libvips' threads per operation; parallelism comes from concurrent jobs.
 THREADS = 1
 # The thumbnail's own reducer (libvips' default, lanczos3) from the large output.
@@ -57,7 +56,7 @@ def vips() -> Any:
             pyvips.cache_set_max_files(0)
             pyvips.block_untrusted_set(True)
             pyvips.operation_block_set("VipsForeignLoad", True)
-            for operation in _OPERATIONS.values():
+            for operation in _OPERATIONS:
                 pyvips.operation_block_set(operation, False)
             _pyvips = pyvips
         return _pyvips
@@ -68,18 +67,11 @@ def load_large(data: bytes, fmt: str, *, side: int, max_pixels: int) -> tuple[An
     (3 bands, 4 with alpha) in memory; with the source's upright size."""
     pyvips = vips()
     try:
-        header = pyvips.Image.new_from_buffer(data, "", access="sequential")
-        loader = header.get("vips-loader")
-        if loader != LOADERS[fmt]:
-            raise ImageRejected(f"not a readable image (a {fmt} that reads as {loader})")
-        size = _upright_size(header)
-        if size[0] * size[1] > max_pixels:
-            raise ImageRejected(f"image is {size[0]}x{size[1]}, over the "
-                                f"{max_pixels / 1e6:.1f} MP limit")
         options: dict[str, Any] = {"size": "down", "option_string": "fail_on=error"}
-        if header.get_typeof("icc-profile-data") or header.interpretation == "cmyk":
-            options["export_profile"] = "srgb"
-        large = pyvips.Image.thumbnail_buffer(data, side, **options)
+        size = _check_header(pyvips, data, fmt, max_pixels, options)
+        # From a source over the bytes, not a buffer: pyvips copies a buffer it is given.
+        large = pyvips.Image.thumbnail_source(pyvips.Source.new_from_memory(data), side,
+                                              **options)
         return _srgb8(large).copy_memory(), size
     except pyvips.Error as exc:
         raise ImageRejected(f"image is truncated or corrupt ({_first_line(exc)})") from exc
@@ -114,6 +106,25 @@ def _srgb8(image: Any) -> Any:
         raise ImageRejected(f"unsupported pixel layout ({image.bands} bands, "
                             f"{image.interpretation})")
     return image
+
+
+def _check_header(pyvips: Any, data: bytes, fmt: str, max_pixels: int,
+                  options: dict[str, Any]) -> tuple[int, int]:
+    """The upright size from libvips' own reading of the header, checked again (two
+    parsers must agree on what is allowed), and the colour conversion ``options`` need.
+    The header image is let go on return: kept, its loader holds decode buffers."""
+    header = pyvips.Image.new_from_source(pyvips.Source.new_from_memory(data), "",
+                                          access="sequential")
+    loader = header.get("vips-loader")
+    if loader != LOADERS[fmt]:
+        raise ImageRejected(f"not a readable image (a {fmt} that reads as {loader})")
+    size = _upright_size(header)
+    if size[0] * size[1] > max_pixels:
+        raise ImageRejected(f"image is {size[0]}x{size[1]}, over the "
+                            f"{max_pixels / 1e6:.1f} MP limit")
+    if header.get_typeof("icc-profile-data") or header.interpretation == "cmyk":
+        options["export_profile"] = "srgb"
+    return size
 
 
 def _upright_size(header: Any) -> tuple[int, int]:
