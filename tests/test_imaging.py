@@ -298,8 +298,11 @@ def test_cmyk_jpeg_is_converted_to_rgb() -> None:
     result = run(encode(source, "JPEG", quality=95), large_side=120, thumb_side=32)
     image = decoded(result, "large")
     assert image.mode == "RGB"
-    assert close(colour_at(image, 0.25, 0.5), (255, 0, 0), tolerance=40)
-    assert close(colour_at(image, 0.75, 0.5), (0, 0, 255), tolerance=40)
+    # Resized after DCT scaling, it goes through libvips, which converts a CMYK image
+    # without a profile through its built-in CMYK profile: process red is (232, 30, 42)
+    # there, not the naive formula's (255, 0, 0).
+    assert close(colour_at(image, 0.25, 0.5), (255, 0, 0), tolerance=48)
+    assert close(colour_at(image, 0.75, 0.5), (0, 0, 255), tolerance=48)
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:

@@ -7,10 +7,10 @@ thumbnail's WebP), then :meth:`PreparedImage.encode_large`.
 
 Two engines, each where it is faster (bench/README.md, benchmark 1):
 
-- Pillow (:mod:`worker.imaging_pillow`) for JPEGs it can scale while decoding (DCT
-  scaling), HEIC/HEIF (pillow-heif), GIF and BMP.
-- libvips (:mod:`worker.imaging_vips`) for PNG, WebP, TIFF, AVIF and JPEGs too small for
-  DCT scaling: it shrinks on load or streams, and resamples faster.
+- Pillow (:mod:`worker.imaging_pillow`) for JPEGs that DCT scaling alone brings to the
+  large side (or that need no resize), HEIC/HEIF (pillow-heif), GIF and BMP.
+- libvips (:mod:`worker.imaging_vips`) for PNG, WebP, TIFF, AVIF and JPEGs that need a
+  resample after any DCT scaling: it shrinks on load or streams, and resamples faster.
 
 Whatever the engine: the format is identified and the pixel limit checked on the header,
 before any decoding, so a decompression bomb costs a few hundred bytes of parsing; EXIF
@@ -58,8 +58,8 @@ register_heif_opener(thumbnails=False, depth_images=False, aux_images=False,
 ALLOWED_FORMATS: tuple[str, ...] = (
     "JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF",
 )
-# Formats libvips decodes (faster, or shrinking on load); JPEG only when it cannot be
-# scaled while decoding (imaging_pillow.jpeg_scale is 1) and must be resampled.
+# Formats libvips decodes (faster, or shrinking on load); JPEG only when DCT scaling alone
+# does not bring it down to the large side (see _uses_vips).
 VIPS_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "AVIF"})
 
 # The thumbnail (8x smaller than the large output) reduces more before resampling, as
@@ -156,8 +156,11 @@ def encode_webp(image: Image.Image) -> EncodedImage:
 
 
 def _uses_vips(fmt: str, size: tuple[int, int], side: int) -> bool:
+    """libvips for its formats, and for a JPEG that Pillow's DCT scaling would leave larger
+    than ``side`` (libvips scales on load just as well, and resamples the rest faster)."""
     if fmt in ("JPEG", "MPO"):
-        return max(size) > side and imaging_pillow.jpeg_scale(size, side) == 1
+        scale = imaging_pillow.jpeg_scale(size, side)
+        return -(-max(size) // scale) > side
     return fmt in VIPS_FORMATS
 
 

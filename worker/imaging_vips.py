@@ -1,5 +1,6 @@
-"""The libvips engine (pyvips): PNG, WebP, TIFF and AVIF, and JPEGs too small for DCT
-scaling, where libvips decodes faster or shrinks while decoding and Pillow cannot.
+"""The libvips engine (pyvips): PNG, WebP, TIFF and AVIF, and JPEGs that need a resample
+after DCT scaling, where libvips decodes faster or shrinks while decoding and Pillow cannot
+(or resamples faster).
 
 ``thumbnail_source`` decodes once, shrinking on load where the format allows (WebP, AVIF),
 streams PNG rows through the resampler instead of holding the full decode, applies EXIF
