@@ -473,3 +473,35 @@ async def test_a_permanent_large_encode_failure_drops_the_stored_thumbnail(
     assert result_keys(settings) == []
     blobs_ = await Blob.find(Blob.owner == OWNER).to_list()
     assert [(b.kind, b.status) for b in blobs_] == [("image-thumbnail", "deleted")]
+
+
+async def test_image_steps_run_at_most_one_per_cpu_at_a_time() -> None:
+    import threading
+    from functools import partial
+
+    import anyio
+
+    from worker.tasks.images import available_cpus, cpu_limiter
+
+    # GIVEN the job's CPU limiter, and 3 image steps more than it has CPUs
+    limiter = cpu_limiter()
+    assert limiter is cpu_limiter()  # one per event loop
+    assert limiter.total_tokens == available_cpus() >= 1
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def step() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        threading.Event().wait(0.2)
+        with lock:
+            running -= 1
+
+    # WHEN they all start at once, as concurrent jobs would
+    async with anyio.create_task_group() as tg:
+        for _ in range(available_cpus() + 3):
+            tg.start_soon(partial(anyio.to_thread.run_sync, step, limiter=limiter))
+    # THEN no more than one per CPU ever ran together
+    assert most == available_cpus()
