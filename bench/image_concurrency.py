@@ -2,11 +2,11 @@
 
 Each trial is a fresh process (``python -m bench.image_concurrency INPUT N JOBS LIMIT``)
 that runs ``JOBS`` images, ``N`` at a time, the way ``process_uploaded_image`` runs them:
-``prepare_image`` then ``encode_large``, each in a worker thread behind the job's CPU
-limiter (``worker.tasks.images.cpu_limiter``, one image per CPU at a time). ``LIMIT``
-``none`` runs the same work behind anyio's default thread limiter (40 threads) for
-contrast. Reported: jobs/s, jobs/s per vCPU this process may use, CPU seconds per job,
-and the peak RSS increase over the process's start-up.
+``prepare_image`` then ``encode_large``, each in a worker thread, inside one of the
+job's image slots (``worker.tasks.images.ImageSlot``: one image per CPU, from decode to
+encoded). ``LIMIT`` ``none`` runs the same work with no slot, behind anyio's default
+thread limiter (40 threads), for contrast. Reported: jobs/s, jobs/s per vCPU this process
+may use, CPU ms per job, and the peak RSS increase over the warmed-up process.
 """
 
 from __future__ import annotations
@@ -31,19 +31,22 @@ MAX_PIXELS = 50_000_000
 
 
 async def _jobs(data: bytes, concurrency: int, count: int, limited: bool) -> None:
+    from contextlib import AsyncExitStack
+
     import anyio
 
     from worker.imaging import prepare_image
-    from worker.tasks.images import cpu_limiter
+    from worker.tasks.images import ImageSlot
 
-    limiter = cpu_limiter() if limited else None
-    slots = anyio.Semaphore(concurrency)
+    jobs_at_once = anyio.Semaphore(concurrency)
 
     async def one() -> None:
-        async with slots:
+        async with jobs_at_once, AsyncExitStack() as stack:
+            if limited:
+                await stack.enter_async_context(ImageSlot())
             prepared = await anyio.to_thread.run_sync(
-                partial(prepare_image, data, max_pixels=MAX_PIXELS), limiter=limiter)
-            await anyio.to_thread.run_sync(prepared.encode_large, limiter=limiter)
+                partial(prepare_image, data, max_pixels=MAX_PIXELS))
+            await anyio.to_thread.run_sync(prepared.encode_large)
 
     async with anyio.create_task_group() as tg:
         for _ in range(count):
@@ -91,7 +94,7 @@ def run(config: BenchConfig) -> BenchResult:
         trials = found[f"{name} {concurrency} {limit}"]
         pick = {k: median([t[k] for t in trials]) for k in
                 ("jobs_per_s", "jobs_per_s_per_vcpu", "cpu_ms_per_job", "rss_increase_mb")}
-        rows.append([name, concurrency, "one per CPU" if limit == "cpus" else "40 threads",
+        rows.append([name, concurrency, "image slots" if limit == "cpus" else "40 threads",
                      trials[0]["cpus"], pick["jobs_per_s"], pick["jobs_per_s_per_vcpu"],
                      pick["cpu_ms_per_job"], pick["rss_increase_mb"]])
     return BenchResult(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,16 +52,39 @@ def available_cpus() -> int:
 
 
 def cpu_limiter() -> anyio.CapacityLimiter:
-    """Image work is CPU-bound and each image uses one thread (worker/imaging_vips.py): a
-    worker running many image jobs at once decodes and encodes at most one per CPU at a
-    time, instead of oversubscribing them and multiplying decode buffers in memory. One
-    limiter per event loop, as anyio keeps its default thread limiter."""
+    """The worker's image slots, one per CPU (see :class:`ImageSlot`). One limiter per
+    event loop, as anyio keeps its default thread limiter."""
     try:
         return _CPU_LIMIT.get()
     except LookupError:
         limiter = anyio.CapacityLimiter(available_cpus())
         _CPU_LIMIT.set(limiter)
         return limiter
+
+
+class ImageSlot:
+    """One of the worker's image slots, held from the decode until the large variant is
+    encoded. Image work is CPU-bound and each image uses one thread (worker/imaging_vips.py),
+    so a worker running many image jobs at once works on at most one image per CPU, and
+    holds at most that many decoded images in memory, instead of oversubscribing its CPUs.
+    :meth:`release` lets the slot go early (before the large variant's upload)."""
+
+    def __init__(self) -> None:
+        self._limiter = cpu_limiter()
+        self._held = False
+
+    async def __aenter__(self) -> ImageSlot:
+        await self._limiter.acquire_on_behalf_of(self)
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._limiter.release_on_behalf_of(self)
 
 
 def _upload_key(key: str) -> UploadKey:
@@ -95,8 +119,10 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
     try:
         if inp.reject_reason:
             raise PermanentJobError(inp.reject_reason)
-        prepared = await _prepare(ctx, source.result())
-        variants, sizes = await _encode_and_put(ctx, upload, prepared, written)
+        async with ImageSlot() as slot:
+            prepared = await _prepare(ctx, source.result())
+            variants, sizes = await _encode_and_put(ctx, upload, prepared, written,
+                                                    slot.release)
     except PermanentJobError as exc:
         await _drop_variants(ctx, image, written)
         await _set_status(image, "failed", error=str(exc)[:MAX_REASON_CHARS])
@@ -160,7 +186,7 @@ async def _fetch(ctx: WorkerContext, inp: ProcessImageInput) -> bytes:
 async def _prepare(ctx: WorkerContext, data: bytes) -> PreparedImage:
     settings = ctx.settings
     # Decoding and encoding take 0.1-1 s of CPU: in threads, so that the worker's
-    # heartbeat and its other jobs keep running meanwhile; at most one per CPU at a time.
+    # heartbeat and its other jobs keep running meanwhile (the caller holds an ImageSlot).
     return await anyio.to_thread.run_sync(
         partial(
             prepare_image,
@@ -168,16 +194,17 @@ async def _prepare(ctx: WorkerContext, data: bytes) -> PreparedImage:
             max_pixels=settings.image_max_pixels,
             large_side=settings.image_max_side,
             thumb_side=settings.image_thumbnail_side,
-        ),
-        limiter=cpu_limiter(),
+        )
     )
 
 
 async def _encode_and_put(ctx: WorkerContext, upload: UploadKey, prepared: PreparedImage,
-                          written: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+                          written: list[str], encoded: Callable[[], None]
+                          ) -> tuple[dict[str, str], dict[str, int]]:
     """Store the thumbnail (its Blob record, then its PUT) while the large variant is
     encoded in a thread, then store the large one; their keys and sizes. Each key is
-    appended to ``written`` once its object is in S3.
+    appended to ``written`` once its object is in S3; ``encoded`` is called once the
+    encoding is over (the image's CPU work is done).
 
     Every upload runs to its end even when something else fails, so each Blob records its
     own outcome (``uploaded`` or ``error``, never a cancelled ``pending``); then an encoding
@@ -202,12 +229,14 @@ async def _encode_and_put(ctx: WorkerContext, upload: UploadKey, prepared: Prepa
         sizes["thumbnail"] = len(prepared.thumbnail.data)
         tg.start_soon(put, "thumbnail", prepared.thumbnail)
         try:
-            large = await anyio.to_thread.run_sync(prepared.encode_large, limiter=cpu_limiter())
+            large = await anyio.to_thread.run_sync(prepared.encode_large)
         except Exception as exc:  # kept until the thumbnail's upload has run its course
             encode_error = exc
         else:
             sizes["large"] = len(large.data)
             tg.start_soon(put, "large", large)
+        finally:
+            encoded()
     if encode_error is not None:
         raise encode_error
     if put_errors:
