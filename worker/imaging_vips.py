@@ -2,15 +2,15 @@
 after DCT scaling, where libvips decodes faster or shrinks while decoding and Pillow cannot
 (or resamples faster).
 
-``thumbnail_source`` decodes once, shrinking on load where the format allows (WebP, AVIF),
+``thumbnail_source`` decodes once, shrinking on load where the format allows (JPEG, WebP),
 streams PNG rows through the resampler instead of holding the full decode, applies EXIF
 orientation, and converts an embedded ICC profile to sRGB after the shrink. The thumbnail
 is derived from the large output in memory.
 
 libvips is set up once per process, on first use: one thread per operation (a worker runs
-several jobs at once, each in its own thread, and the job caps those at the CPUs it has:
-``worker.tasks.images.cpu_limiter``), no operation cache (every upload is new bytes: a cache would
-only hold memory), and only the loaders named in ``LOADERS`` enabled.
+several image jobs at once, each in its own thread, at most one per CPU:
+``worker.tasks.images.ImageSlot``), no operation cache (every upload is new bytes: a cache
+would only hold memory), and only the loaders named in ``LOADERS`` enabled.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ import os
 import threading
 from typing import Any
 
-from worker.imaging_base import WEBP_METHOD, WEBP_QUALITY, EncodedImage, ImageRejected
+from worker.imaging_base import (
+    WEBP_METHOD,
+    WEBP_QUALITY,
+    EncodedImage,
+    ImageRejected,
+    check_pixels,
+)
 
 # Pillow's name for the format -> the libvips loader that must be the one to read it (a
 # file that libvips would read with another loader is refused, not guessed at).
@@ -35,7 +41,6 @@ _OPERATIONS = ("VipsForeignLoadPng", "VipsForeignLoadWebp", "VipsForeignLoadTiff
                "VipsForeignLoadHeif", "VipsForeignLoadJpeg")
 # libvips' threads per operation; parallelism comes from concurrent jobs.
 THREADS = 1
-# The thumbnail's own reducer (libvips' default, lanczos3) from the large output.
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image a quarter
 
 _SETUP = threading.Lock()
@@ -63,7 +68,8 @@ def vips() -> Any:
         return _pyvips
 
 
-def load_large(data: bytes, fmt: str, *, side: int, max_pixels: int) -> tuple[Any, tuple[int, int]]:
+def load_large(data: bytes, fmt: str, *, side: int, max_pixels: int
+               ) -> tuple[Any, tuple[int, int]]:
     """``data`` (identified by Pillow as ``fmt``) shrunk to ``side``, upright, 8-bit sRGB
     (3 bands, 4 with alpha) in memory; with the source's upright size."""
     pyvips = vips()
@@ -75,7 +81,7 @@ def load_large(data: bytes, fmt: str, *, side: int, max_pixels: int) -> tuple[An
                                               **options)
         return _srgb8(large).copy_memory(), size
     except pyvips.Error as exc:
-        raise ImageRejected(f"image is truncated or corrupt ({_first_line(exc)})") from exc
+        raise ImageRejected(f"image is truncated or corrupt ({_reason(exc)})") from exc
 
 
 def shrink(image: Any, side: int) -> Any:
@@ -91,14 +97,12 @@ def encode(image: Any) -> EncodedImage:
     try:
         data = image.webpsave_buffer(Q=WEBP_QUALITY, effort=WEBP_METHOD, keep="none")
     except pyvips.Error as exc:
-        raise ImageRejected(f"image could not be encoded ({_first_line(exc)})") from exc
+        raise ImageRejected(f"image could not be encoded ({_reason(exc)})") from exc
     return EncodedImage(data, image.width, image.height)
 
 
 def _srgb8(image: Any) -> Any:
     """RGB or RGBA with 8 bits a band: grey, 16-bit and CMYK images converted."""
-    if image.bands > 4 or (image.bands == 4 and image.interpretation == "cmyk"):
-        image = image.colourspace("srgb")
     if image.interpretation != "srgb" or image.format != "uchar":
         image = image.colourspace("srgb")
     if image.format != "uchar":
@@ -120,9 +124,7 @@ def _check_header(pyvips: Any, data: bytes, fmt: str, max_pixels: int,
     if loader != LOADERS[fmt]:
         raise ImageRejected(f"not a readable image (a {fmt} that reads as {loader})")
     size = _upright_size(header)
-    if size[0] * size[1] > max_pixels:
-        raise ImageRejected(f"image is {size[0]}x{size[1]}, over the "
-                            f"{max_pixels / 1e6:.1f} MP limit")
+    check_pixels(size, max_pixels)
     if header.get_typeof("icc-profile-data") or header.interpretation == "cmyk":
         options["export_profile"] = "srgb"
     return size
@@ -135,5 +137,7 @@ def _upright_size(header: Any) -> tuple[int, int]:
     return width, height
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+def _reason(exc: Exception) -> str:
+    """libvips' most specific line (its last: the loader's own words), shortened."""
+    text = str(exc).strip()
+    return text.splitlines()[-1][:200] if text else type(exc).__name__
