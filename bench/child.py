@@ -1,6 +1,6 @@
 """A benchmark's candidate process: ``python -m bench.child serve CANDIDATE`` answers JSON
 requests on stdin, one per line, so the parent can interleave candidates that each live in
-their own process (their own heap, their own libraries: pyvips runs under ``uv run --with``).
+their own process (their own heap, their own libraries and library settings).
 
 ``python -m bench.child rss CANDIDATE INPUT`` runs the candidate once in this fresh process
 and prints how far the resident set's high-water mark rose above what it was before the

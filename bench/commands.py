@@ -19,6 +19,7 @@ from bench.report import BenchConfig, BenchResult, render, save
 # Name -> module with ``run(config) -> BenchResult``, in the order they run.
 BENCHMARKS: dict[str, str] = {
     "image_job": "bench.image_job",
+    "image_concurrency": "bench.image_concurrency",
     "bomb": "bench.bomb",
     "worker_throughput": "bench.worker_throughput",
     "enqueue": "bench.enqueue",

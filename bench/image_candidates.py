@@ -3,15 +3,18 @@
 - ``offload``: the product's pipeline, :func:`worker.imaging.process_image`: the same work
   the job does (``prepare_image`` then ``encode_large``; the job runs the two steps in
   turn, storing the thumbnail while the second runs, and adds the S3 download and uploads).
-- ``naive``: what a first version would do: open, convert, LANCZOS resize from the full
-  decode for each output, WebP at Pillow's default ``method`` (4).
-- ``pyvips``: libvips' ``thumbnail_buffer`` (decodes once, shrinking on load), the
-  thumbnail derived from the large image, WebP at the fastest ``effort`` whose output is
-  within 10 % of the default's size (chosen by :func:`calibrate_pyvips_effort`).
+- ``naive``: what a first version would do: open (HEIC through pillow-heif's plugin),
+  convert, LANCZOS resize from the full decode for each output, WebP at Pillow's default
+  ``method`` (4); no colour management.
+- ``pyvips``: libvips' ``thumbnail_buffer`` (decodes once, shrinking on load), converted to
+  sRGB when the input has a profile (as sharp does), the thumbnail derived from the large
+  image, WebP at the fastest ``effort`` whose output is within 10 % of the default's size
+  (chosen by :func:`calibrate_pyvips_effort`). pyvips-binary's libvips has no HEVC
+  decoder: it cannot read HEIC.
 
-All use WebP quality 80, a 2048 px large side and a 256 px thumbnail side. pyvips is
-imported only by its own candidate: it runs in a separate process with ``pyvips`` and
-``pyvips-binary`` added (``uv run --with``), not from the project's dependencies.
+All use WebP quality 80, a 2048 px large side and a 256 px thumbnail side. Each candidate
+runs in its own process (``bench.child``), so libvips' settings in one (the product sets
+its own on first use: worker/imaging_vips.py) never reach another.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
 
 def naive(data: bytes, effort: int | None = None) -> Outputs:
     from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
 
     with Image.open(io.BytesIO(data)) as image:
         rgb = image.convert("RGB")
@@ -63,12 +69,15 @@ def naive(data: bytes, effort: int | None = None) -> Outputs:
 
 
 def pyvips_outputs(data: bytes, effort: int | None = None) -> Outputs:
-    import pyvips  # type: ignore[import-not-found]  # only in the pyvips overlay
+    import pyvips  # type: ignore[import-untyped]
 
     effort = DEFAULT_EFFORT if effort is None else effort
+    header = pyvips.Image.new_from_buffer(data, "")
+    colour = {"export_profile": "srgb"} if header.get_typeof("icc-profile-data") else {}
     # Decoded once (shrink-on-load), held in memory so the thumbnail reads pixels, not the
     # JPEG again (a sequential-access source cannot be read twice).
-    large = pyvips.Image.thumbnail_buffer(data, LARGE_SIDE, size="down").copy_memory()
+    large = pyvips.Image.thumbnail_buffer(data, LARGE_SIDE, size="down",
+                                          **colour).copy_memory()
     thumb = large.thumbnail_image(THUMB_SIDE, size="down")
     return {
         name: image.webpsave_buffer(Q=QUALITY, effort=effort, keep="none")
@@ -103,6 +112,14 @@ def prepare(candidate: str) -> dict[str, Any]:
         pyvips.cache_set_max(0)
         info["pyvips"] = pyvips.__version__
         info["libvips"] = ".".join(str(pyvips.version(i)) for i in range(3))
+    if candidate == "offload":
+        import pillow_heif
+
+        from worker.imaging_vips import vips
+
+        vips()  # libvips loaded and set up, as in a worker after its first image
+        info["pillow_heif"] = pillow_heif.__version__
+        info["libheif"] = pillow_heif.libheif_version()
     return info
 
 

@@ -1,4 +1,5 @@
-"""Benchmark inputs made here: photo-like JPEG/PNG at a given pixel count, and PNG bombs."""
+"""Benchmark inputs made here: photo-like JPEG, PNG (RGB and RGBA), WebP, HEIC and Display P3
+JPEG at a given pixel count, and PNG bombs."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-# The issue's sizes: 4:3 frames as cameras make them.
+# The issue's sizes: 4:3 frames as cameras make them (4032x3024: a 12 MP phone camera).
 SIZES: dict[str, tuple[int, int]] = {
     "2mp": (1632, 1224),
+    "4mp": (2560, 1600),
     "12mp": (4000, 3000),
+    "16mp": (4608, 3456),
     "24mp": (6000, 4000),
 }
 _COLOURS = ((200, 40, 40), (40, 170, 60), (40, 60, 200), (230, 210, 40), (240, 240, 240))
@@ -59,21 +62,56 @@ def cache_dir() -> Path:
     return Path(base) / "offload-bench" / "inputs-v1"
 
 
+def _with_alpha(picture: Image.Image) -> Image.Image:
+    """``picture`` with a soft, everywhere-varying alpha (a cut-out with feathered edges)."""
+    alpha = Image.radial_gradient("L").resize(picture.size)
+    rgba = picture.convert("RGBA")
+    rgba.putalpha(alpha.point(lambda v: 255 - v))
+    return rgba
+
+
+def _heic(picture: Image.Image) -> bytes:
+    from pillow_heif import from_pillow
+
+    buffer = io.BytesIO()
+    from_pillow(picture).save(buffer, quality=85)
+    return buffer.getvalue()
+
+
+def _render(name: str) -> bytes:
+    size_name, kind = name.split("_", 1)
+    picture = photo_like(SIZES[size_name])
+    if kind == "jpeg":
+        return encode(picture, "JPEG", quality=90)
+    if kind == "p3_jpeg":  # the same pixels, tagged Display P3 as an iPhone's would be
+        from bench.icc import display_p3
+
+        return encode(picture, "JPEG", quality=90, icc_profile=display_p3())
+    if kind == "png":
+        return encode(picture, "PNG", compress_level=6)
+    if kind == "rgba_png":
+        return encode(_with_alpha(picture), "PNG", compress_level=6)
+    if kind == "webp":  # high-quality lossy: what an editor's "export as WebP" gives
+        return encode(picture, "WEBP", quality=95, method=4)
+    if kind == "heic":
+        return _heic(picture)
+    raise ValueError(f"unknown input {name!r}")
+
+
+SUFFIXES = {"jpeg": "jpeg", "p3_jpeg": "jpeg", "png": "png", "rgba_png": "png",
+            "webp": "webp", "heic": "heic"}
+
+
 def make_inputs(directory: Path, names: list[str]) -> dict[str, Path]:
-    """Write the named inputs (``2mp_jpeg``, ``12mp_jpeg``, ``24mp_jpeg``, ``12mp_png``) to
-    ``directory``; an input already there is reused."""
+    """Write the named inputs (``{size}_{kind}``: ``12mp_jpeg``, ``12mp_p3_jpeg``,
+    ``12mp_png``, ``12mp_rgba_png``, ``16mp_webp``, ``12mp_heic``...) to ``directory``; an
+    input already there is reused."""
     directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for name in names:
-        size_name, fmt = name.split("_")
-        path = directory / f"{name}.{fmt}"
+        path = directory / f"{name}.{SUFFIXES[name.split('_', 1)[1]]}"
         if not path.exists():
-            picture = photo_like(SIZES[size_name])
-            if fmt == "jpeg":
-                data = encode(picture, "JPEG", quality=90)
-            else:
-                data = encode(picture, "PNG", compress_level=6)
-            path.write_bytes(data)
+            path.write_bytes(_render(name))
         paths[name] = path
     return paths
 

@@ -12,7 +12,6 @@ from types import TracebackType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-PYVIPS_PACKAGES = ("pyvips", "pyvips-binary")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -18,8 +18,10 @@ from shared.jobs import CATALOGUE
 from shared.queue import deterministic_job_id
 
 # What process_uploaded_image can open (worker/imaging.py's ALLOWED_FORMATS, as MIME types).
+# HEIC is what iPhones save by default; browsers label it image/heic or image/heif.
 ImageContentType = Literal[
-    "image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff", "image/avif"
+    "image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff",
+    "image/avif", "image/heic", "image/heif",
 ]
 IMAGE_CONTENT_TYPES: frozenset[str] = frozenset(get_args(ImageContentType))
 

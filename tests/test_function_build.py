@@ -28,6 +28,8 @@ SIZE_BUDGET_BYTES = 40 * 1024 * 1024
 # local stack, Streaq's CLI, and (deliberately) the SDK the runtime already provides.
 FORBIDDEN = {
     "PIL": "Pillow is the worker's",
+    "pillow_heif": "HEIC decoding is the worker's",
+    "pyvips": "libvips is the worker's",
     "beanie": "beanie is the worker's",
     "pymongo": "Lambdas never open MongoDB",
     "fpdf": "reports are rendered by the worker",
@@ -87,7 +89,8 @@ def test_artifact_has_none_of_the_worker_or_cli_dependencies(artifact: Path) -> 
     present = {name: why for name, why in FORBIDDEN.items() if (artifact / name).exists()}
     assert not present, present
     dist_infos = {p.name.split("-")[0].lower() for p in artifact.glob("*.dist-info")}
-    assert not dist_infos & {"pillow", "beanie", "pymongo", "fpdf2", "typer", "rich", "boto3"}
+    assert not dist_infos & {"pillow", "pillow_heif", "pyvips", "pyvips_binary", "beanie",
+                             "pymongo", "fpdf2", "typer", "rich", "boto3"}
 
 
 def test_compiled_dependencies_target_lambda_arm64_python_313(artifact: Path) -> None:

@@ -473,3 +473,42 @@ async def test_a_permanent_large_encode_failure_drops_the_stored_thumbnail(
     assert result_keys(settings) == []
     blobs_ = await Blob.find(Blob.owner == OWNER).to_list()
     assert [(b.kind, b.status) for b in blobs_] == [("image-thumbnail", "deleted")]
+
+
+async def test_images_are_worked_on_at_most_one_per_cpu_at_a_time() -> None:
+    import threading
+
+    import anyio
+
+    from worker.tasks.images import ImageSlot, available_cpus, cpu_limiter
+
+    # GIVEN the job's image slots (one limiter per event loop, one slot per CPU), and 3
+    # image jobs more than there are CPUs
+    assert cpu_limiter() is cpu_limiter()
+    assert cpu_limiter().total_tokens == available_cpus() >= 1
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def step() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        threading.Event().wait(0.1)
+        with lock:
+            running -= 1
+
+    async def image_job() -> None:
+        async with ImageSlot() as slot:  # decode, then encode, as the job does
+            await anyio.to_thread.run_sync(step)
+            await anyio.to_thread.run_sync(step)
+            slot.release()
+            slot.release()  # releasing twice is harmless (the job may release early)
+
+    # WHEN they all start at once
+    async with anyio.create_task_group() as tg:
+        for _ in range(available_cpus() + 3):
+            tg.start_soon(image_job)
+    # THEN no more than one image per CPU was ever being worked on, and every slot is free
+    assert most == available_cpus()
+    assert cpu_limiter().borrowed_tokens == 0

@@ -292,14 +292,23 @@ def test_grey_with_alpha_keeps_alpha() -> None:
     assert image.getchannel("A").getpixel((150, 50)) == 0
 
 
-def test_cmyk_jpeg_is_converted_to_rgb() -> None:
-    source = Image.new("CMYK", (300, 200), (0, 255, 255, 0))  # process red
-    ImageDraw.Draw(source).rectangle((150, 0, 299, 199), fill=(255, 255, 0, 0))  # blue
-    result = run(encode(source, "JPEG", quality=95), large_side=120, thumb_side=32)
+@pytest.mark.parametrize("large_side", [300, 120], ids=["pillow-engine", "libvips-engine"])
+def test_cmyk_jpeg_is_converted_to_rgb(large_side: int) -> None:
+    # GIVEN a CMYK JPEG without a profile: process red on the left, process blue on the right
+    source = Image.new("CMYK", (300, 200), (0, 255, 255, 0))
+    ImageDraw.Draw(source).rectangle((150, 0, 299, 199), fill=(255, 255, 0, 0))
+    # WHEN it is processed as it is (Pillow) or resized after DCT scaling (libvips)
+    result = run(encode(source, "JPEG", quality=95), large_side=large_side, thumb_side=32)
     image = decoded(result, "large")
+    # THEN it is RGB with red on the left and blue on the right: Pillow's formula gives pure
+    # red and blue, libvips' built-in CMYK profile the inks' duller (232, 30, 42) and
+    # (48, 37, 123)
     assert image.mode == "RGB"
-    assert close(colour_at(image, 0.25, 0.5), (255, 0, 0), tolerance=40)
-    assert close(colour_at(image, 0.75, 0.5), (0, 0, 255), tolerance=40)
+    red, blue = colour_at(image, 0.25, 0.5), colour_at(image, 0.75, 0.5)
+    if large_side == 300:
+        assert close(red, (255, 0, 0), tolerance=40) and close(blue, (0, 0, 255), tolerance=40)
+    else:
+        assert close(red, (232, 30, 42), tolerance=12) and close(blue, (48, 37, 123), tolerance=12)
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
@@ -467,10 +476,25 @@ def test_non_images_are_refused(data: bytes) -> None:
         run(data)
 
 
-def test_unsupported_pixel_mode_is_refused() -> None:
+def test_float_tiff_is_rendered_by_libvips() -> None:
+    # GIVEN a 32-bit float grey TIFF (a mode Pillow's resamplers do not take)
     data = encode(Image.linear_gradient("L").convert("F"), "TIFF")
+    # WHEN it is processed (libvips reads TIFF)
+    image = decoded(run(data), "large")
+    # THEN its grey ramp comes out as it went in, as 8-bit RGB
+    assert image.mode == "RGB"
+    assert [colour_at(image, 0.5, fy)[0] for fy in (0.01, 0.5, 0.99)] == [1, 128, 254]
+
+
+def test_unsupported_pixel_mode_is_refused() -> None:
+    # GIVEN a float image in a format the Pillow engine reads (a BMP cannot hold floats,
+    # so a 32-bit float TIFF is sent through the Pillow engine's check directly)
+    from worker.imaging_pillow import load_large
+
+    source = Image.open(io.BytesIO(encode(Image.linear_gradient("L").convert("F"), "TIFF")))
+    # WHEN / THEN it is refused, with the mode named
     with pytest.raises(ImageRejected, match="unsupported pixel mode F"):
-        run(data)
+        load_large(source, 2048)
 
 
 def test_target_sizes_are_checked() -> None:

@@ -5,90 +5,68 @@ its two steps in turn, each in a thread, so that the thumbnail is stored while t
 variant is still encoding: :func:`prepare_image` (decode, checks, resize, and the
 thumbnail's WebP), then :meth:`PreparedImage.encode_large`.
 
-Why it is fast (a 12 MP JPEG is decoded at a quarter of its pixels, not all of them):
+Two engines, each where it is faster (bench/README.md, benchmark 1):
 
-- The pixel limit is checked on the header, before any decoding, so a decompression bomb
-  costs a few hundred bytes of parsing.
-- JPEGs are decoded once, scaled in the DCT domain (``draft``: 1/2, 1/4, 1/8) to the
-  smallest scale that is still at least the large target; a scale that lands just under the
-  target (within ``SNAP``) is used as is, which saves both the full decode and the resample.
-- What is left to shrink is resampled to exactly the target with BICUBIC (``RESAMPLE``),
-  after an integer box ``reduce`` when shrinking by 3x or more (``REDUCING_GAP``).
-- The thumbnail is derived from the large output, never from the original, with LANCZOS,
-  and encoded first: it is what a listing shows, and it takes a few ms.
-- EXIF orientation is applied last, to the small image.
-- WebP is written with a cheaper ``method`` than Pillow's default (see ``WEBP_METHOD``).
+- Pillow (:mod:`worker.imaging_pillow`) for JPEGs that DCT scaling alone brings to the
+  large side (or that need no resize), HEIC/HEIF (pillow-heif), GIF and BMP.
+- libvips (:mod:`worker.imaging_vips`) for PNG, WebP, TIFF, AVIF and JPEGs that need a
+  resample after any DCT scaling: it shrinks on load or streams, and resamples faster.
 
-Outputs carry no metadata: no EXIF, XMP or ICC profile is written, and colours are converted
-to plain RGB (RGBA when the source has transparency).
+Whatever the engine: the format is identified and the pixel limit checked on the header,
+before any decoding, so a decompression bomb costs a few hundred bytes of parsing; EXIF
+orientation is applied; an embedded ICC profile (Display P3, Adobe RGB, CMYK, grey) is
+converted to sRGB; the thumbnail is derived from the large output, never from the
+original, and encoded first (it is what a listing shows). Outputs carry no metadata: no
+EXIF, XMP or ICC profile (after the conversion they are sRGB, which browsers assume for an
+untagged image), in RGB, or RGBA when the source has transparency.
 """
 
 from __future__ import annotations
 
 import io
-import struct
 from dataclasses import dataclass, field
+from typing import Any
 
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
-from shared.errors import PermanentJobError
+from worker import imaging_pillow, imaging_vips
+from worker.imaging_base import (
+    WEBP_METHOD,
+    WEBP_QUALITY,
+    EncodedImage,
+    ImageRejected,
+    check_pixels,
+    fit_size,
+)
+from worker.imaging_pillow import SNAP
+
+__all__ = [
+    "ALLOWED_FORMATS", "SNAP", "WEBP_METHOD", "WEBP_QUALITY", "EncodedImage",
+    "ImageRejected", "PreparedImage", "ProcessedImage", "check_pixels", "encode_webp",
+    "fit_size", "prepare_image", "process_image",
+]
+
+# HEIC/HEIF through libheif, as a Pillow plugin: the primary image only (no embedded
+# thumbnails, depth or auxiliary images), decoded on one thread like everything else here.
+register_heif_opener(thumbnails=False, depth_images=False, aux_images=False,
+                     decode_threads=1)
 
 # What an upload may be. Pillow can open much more (EPS through Ghostscript, PSD, ICNS...),
 # none of which a browser shows and some of which widen the attack surface. (Phones' MPO
 # files are opened by the JPEG plugin.)
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+ALLOWED_FORMATS: tuple[str, ...] = (
+    "JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF",
+)
+# Formats libvips decodes (faster, or shrinking on load); JPEG only when DCT scaling alone
+# does not bring it down to the large side (see _uses_vips).
+VIPS_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "AVIF"})
 
-WEBP_QUALITY = 80
-# libwebp's effort 0-6 (Pillow's default is 4): the fastest whose output stays within 10 %
-# of the default's size (measurements: bench/README.md, "Worker constants").
-WEBP_METHOD = 2
-# A DCT scale whose long side lands at or above this fraction of the target is used as is
-# (e.g. 4000x3000 -> 2000x1500 for a 2048 target) instead of decoding at the next larger
-# scale and resampling down.
-SNAP = 0.9
-# Integer box reduction first, then RESAMPLE over the last factor of at most this much:
-# Pillow's measure of "indistinguishable from resampling alone" is 3.0.
-REDUCING_GAP = 3.0
-# The filter for the large output's last step (at most 2x after DCT scaling, at most
-# REDUCING_GAP otherwise): nearly LANCZOS's quality for less CPU; HAMMING visibly loses
-# fine detail (bench/README.md, "Worker constants").
-RESAMPLE = Image.Resampling.BICUBIC
 # The thumbnail (8x smaller than the large output) reduces more before resampling, as
 # Image.thumbnail does (2048 -> 256: a 4x box reduce, then 2x), and keeps LANCZOS: at that
 # size it costs little and its sharpness shows.
 THUMB_RESAMPLE = Image.Resampling.LANCZOS
 THUMB_REDUCING_GAP = 2.0
-
-_TRANSPOSE: dict[int, Image.Transpose] = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_SWAPS_SIDES = frozenset({
-    Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE,
-    Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270,
-})
-_SIXTEEN_BIT = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
-# What a corrupt or cut-off file makes Pillow's decoders raise.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
-
-
-class ImageRejected(PermanentJobError):
-    """The upload is not an image this pipeline can process; ``str()`` says why."""
-
-
-@dataclass(frozen=True)
-class EncodedImage:
-    """One output: WebP bytes and their dimensions."""
-
-    data: bytes
-    width: int
-    height: int
-    content_type: str = "image/webp"
 
 
 @dataclass(frozen=True)
@@ -108,10 +86,11 @@ class PreparedImage:
     __slots__ = ("_large", "height", "source_format", "thumbnail", "width")
 
     def __init__(self, *, width: int, height: int, source_format: str,
-                 thumbnail: EncodedImage, large: Image.Image) -> None:
+                 thumbnail: EncodedImage, large: Image.Image | Any) -> None:
         self.width, self.height, self.source_format = width, height, source_format
         self.thumbnail = thumbnail
-        self._large: Image.Image | None = large
+        # A Pillow image, or a libvips one (in memory) from the libvips engine.
+        self._large: Image.Image | Any | None = large
 
     def encode_large(self) -> EncodedImage:
         """The large WebP. Its pixels are let go once encoded (they are not held while the
@@ -119,7 +98,9 @@ class PreparedImage:
         large, self._large = self._large, None
         if large is None:
             raise RuntimeError("the large variant has already been encoded")
-        return encode_webp(large)
+        if isinstance(large, Image.Image):
+            return encode_webp(large)
+        return imaging_vips.encode(large)
 
 
 def prepare_image(
@@ -132,10 +113,20 @@ def prepare_image(
     """
     if not 1 <= thumb_side <= large_side:
         raise ValueError("need 1 <= thumb_side <= large_side")
-    large, (width, height), fmt = _load_large(data, max_pixels=max_pixels, side=large_side)
-    thumbnail = encode_webp(_fit(large, thumb_side, THUMB_RESAMPLE, THUMB_REDUCING_GAP))
+    with _open(data, max_pixels) as source:
+        check_pixels(source.size, max_pixels)
+        fmt = source.format or "unknown"
+        if not _uses_vips(fmt, source.size, large_side):
+            large, (width, height) = imaging_pillow.load_large(source, large_side)
+            thumbnail = encode_webp(imaging_pillow.fit(large, thumb_side, THUMB_RESAMPLE,
+                                                       THUMB_REDUCING_GAP))
+            return PreparedImage(width=width, height=height, source_format=fmt,
+                                 thumbnail=thumbnail, large=large)
+    vips_large, (width, height) = imaging_vips.load_large(
+        data, fmt, side=large_side, max_pixels=max_pixels)
+    thumbnail = imaging_vips.encode(imaging_vips.shrink(vips_large, thumb_side))
     return PreparedImage(width=width, height=height, source_format=fmt,
-                         thumbnail=thumbnail, large=large)
+                         thumbnail=thumbnail, large=vips_large)
 
 
 def process_image(
@@ -157,33 +148,20 @@ def process_image(
     )
 
 
-def check_pixels(size: tuple[int, int], max_pixels: int) -> None:
-    """Refuse an image larger than ``max_pixels`` (before anything is decoded)."""
-    width, height = size
-    if width < 1 or height < 1:
-        raise ImageRejected(f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageRejected(
-            f"image is {width}x{height} = {width * height / 1e6:.1f} MP, "
-            f"over the {max_pixels / 1e6:.1f} MP limit"
-        )
-
-
-def fit_size(size: tuple[int, int], side: int) -> tuple[int, int]:
-    """``size`` scaled so that its long side is at most ``side`` (never enlarged)."""
-    width, height = size
-    long_side = max(width, height)
-    if long_side <= side:
-        return size
-    scale = side / long_side
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def encode_webp(image: Image.Image) -> EncodedImage:
     """Lossy WebP of an RGB/RGBA image, with no metadata."""
     buffer = io.BytesIO()
     image.save(buffer, "WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)
     return EncodedImage(buffer.getvalue(), image.width, image.height)
+
+
+def _uses_vips(fmt: str, size: tuple[int, int], side: int) -> bool:
+    """libvips for its formats, and for a JPEG that Pillow's DCT scaling would leave larger
+    than ``side`` (libvips scales on load just as well, and resamples the rest faster)."""
+    if fmt in ("JPEG", "MPO"):
+        scale = imaging_pillow.jpeg_scale(size, side)
+        return -(-max(size) // scale) > side
+    return fmt in VIPS_FORMATS
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -198,97 +176,5 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejected(
             f"image has over {bomb / 1e6:.1f} MP, over the {max_pixels / 1e6:.1f} MP limit"
         ) from exc
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, RuntimeError) as exc:
         raise ImageRejected(f"not a readable image ({exc})") from exc
-
-
-def _load_large(
-    data: bytes, *, max_pixels: int, side: int
-) -> tuple[Image.Image, tuple[int, int], str]:
-    """The first frame, upright, in RGB(A), shrunk to ``side``; with the upright size of
-    the source and its format. The full-size decode is freed on return, before encoding."""
-    with _open(data, max_pixels) as source:
-        check_pixels(source.size, max_pixels)
-        size, fmt = source.size, source.format or "unknown"
-        # Read before decoding: when no conversion or resize is needed, the output below
-        # is the source object itself, and stripping its metadata would drop the EXIF
-        # (PNG and WebP keep it in ``info``).
-        transpose = _orientation(source)
-        if fmt in ("JPEG", "MPO"):
-            _draft(source, side)
-        large = _as_output_mode(_fit(_decode(source), side))
-    if transpose is not None:
-        large = large.transpose(transpose)
-        if transpose in _SWAPS_SIDES:
-            size = (size[1], size[0])
-    return large, size, fmt
-
-
-def _draft(source: Image.Image, target: int) -> None:
-    """Pick the JPEG decoder's DCT scale (1, 2, 4 or 8) for a long side of ``target``: the
-    largest that keeps the long side at least ``SNAP * target``."""
-    width, height = source.size
-    scale = 1
-    for candidate in (2, 4, 8):
-        if -(-max(width, height) // candidate) >= SNAP * target:
-            scale = candidate
-    if scale > 1:
-        # draft() picks the largest scale s with size // requested >= s.
-        source.draft("RGB", (max(1, width // scale), max(1, height // scale)))
-
-
-def _decode(source: Image.Image) -> Image.Image:
-    """Decode the first frame; truncated or corrupt data is refused, never half-loaded."""
-    try:
-        source.seek(0)
-        source.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"image frame is too large ({exc})") from exc
-    except _DECODE_ERRORS as exc:
-        raise ImageRejected(f"image is truncated or corrupt ({exc})") from exc
-    return _to_working_mode(source)
-
-
-def _to_working_mode(image: Image.Image) -> Image.Image:
-    """RGB, RGBA, L or LA: modes the resamplers handle (no palette, no 16 bits)."""
-    mode = image.mode
-    if mode in ("RGB", "RGBA", "L", "LA"):
-        if image.has_transparency_data and mode in ("RGB", "L"):
-            return image.convert("RGBA")
-        return image
-    if mode in _SIXTEEN_BIT:
-        # Pillow's I;16 -> L conversion clips at 255 (a mostly white image): scale instead.
-        return image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
-    if mode in ("RGBa", "PA") or (mode in ("P", "1") and image.has_transparency_data):
-        return image.convert("RGBA")
-    if mode == "La":
-        return image.convert("LA")
-    if mode == "1":
-        return image.convert("L")
-    if mode in ("P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-        return image.convert("RGB")
-    raise ImageRejected(f"unsupported pixel mode {mode}")
-
-
-def _fit(image: Image.Image, side: int, resample: Image.Resampling = RESAMPLE,
-         reducing_gap: float = REDUCING_GAP) -> Image.Image:
-    """Shrink to a long side of at most ``side``; smaller images are kept as they are."""
-    if max(image.size) <= side:
-        return image
-    return image.resize(fit_size(image.size, side), resample, reducing_gap=reducing_gap)
-
-
-def _as_output_mode(image: Image.Image) -> Image.Image:
-    """RGB or RGBA, with nothing of the source's metadata attached."""
-    mode = "RGBA" if image.mode in ("RGBA", "LA") else "RGB"
-    out = image if image.mode == mode else image.convert(mode)
-    out.info = {}
-    return out
-
-
-def _orientation(source: Image.Image) -> Image.Transpose | None:
-    try:
-        value = source.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception:  # a broken EXIF block only means no known orientation
-        return None
-    return _TRANSPOSE.get(value) if isinstance(value, int) else None

@@ -6,6 +6,8 @@ of them.
   ignores EXIF produces a landscape thumbnail with the red band on the left. The name's
   space and parentheses exercise the URL-encoded key in the S3 event.
 - ``logo.png``: RGBA with a transparent background around an opaque disc.
+- ``IMG_0001.HEIC`` and ``photo.avif``: the holiday photo as phones save it now, HEIC
+  (stored turned, with EXIF Orientation 6) and AVIF (stored upright).
 """
 
 from __future__ import annotations
@@ -64,6 +66,32 @@ def transparent_png() -> Sample:
     out = io.BytesIO()
     image.save(out, "PNG")
     return Sample("logo.png", "image/png", out.getvalue(), LOGO_SIZE)
+
+
+def phone_heic() -> Sample:
+    """The holiday photo as an iPhone saves it: HEIC, stored turned, EXIF Orientation 6."""
+    from PIL import Image
+    from pillow_heif import from_pillow
+
+    displayed = _displayed_photo()
+    assert isinstance(displayed, Image.Image)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    out = io.BytesIO()
+    from_pillow(displayed.transpose(Image.Transpose.ROTATE_90)).save(
+        out, quality=90, exif=exif.tobytes())
+    return Sample("IMG_0001.HEIC", "image/heic", out.getvalue(), DISPLAY_SIZE)
+
+
+def phone_avif() -> Sample:
+    """The holiday photo as AVIF, stored upright."""
+    from PIL import Image
+
+    displayed = _displayed_photo()
+    assert isinstance(displayed, Image.Image)
+    out = io.BytesIO()
+    displayed.save(out, "AVIF", quality=90)
+    return Sample("photo.avif", "image/avif", out.getvalue(), DISPLAY_SIZE)
 
 
 def all_samples() -> list[Sample]:

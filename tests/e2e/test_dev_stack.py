@@ -31,6 +31,8 @@ from infra.local.samples import (
     describe_picture,
     exif_rotated_jpeg,
     expected_thumbnail_size,
+    phone_avif,
+    phone_heic,
     transparent_png,
 )
 from infra.local.state import StackState, pid_alive
@@ -181,6 +183,33 @@ def test_uploads_become_thumbnails_with_the_right_size_orientation_and_alpha(
     assert mark.mode == "RGBA"
     assert mark.corner[3] == 0
     assert close_to(describe_center(s3, results, views[logo.filename]), GREEN)
+
+
+def test_phone_formats_become_thumbnails(stack: RunningStack) -> None:
+    # GIVEN the photo as an iPhone's HEIC (stored turned, EXIF Orientation 6) and as AVIF
+    side = 256
+    samples = (phone_heic(), phone_avif())
+    with stack.client() as client:
+        # WHEN each goes through POST /uploads (its own content type) and the presigned POST
+        job_ids = {}
+        for sample in samples:
+            upload = client.create_upload(sample.filename, sample.content_type, len(sample.data))
+            post_presigned(upload, sample.filename, sample.data, sample.content_type)
+            job_ids[sample.filename] = upload["job_id"]
+        # THEN the S3 event makes each a job, and it succeeds
+        views = {name: _wait_done(client, job_id, stack) for name, job_id in job_ids.items()}
+    s3 = stack.s3()
+    results = stack.state.env["OFFLOAD_RESULTS_BUCKET"]
+    for sample in samples:
+        view = views[sample.filename]
+        assert view["status"] == "done", view
+        assert (view["result"]["width"], view["result"]["height"]) == sample.display_size
+        thumbnail = s3.get_object(Bucket=results, Key=view["result"]["variants"]["thumbnail"])
+        picture = describe_picture(thumbnail["Body"].read())
+        # ... a WebP thumbnail, portrait with red on top (upright, whichever way stored)
+        assert (picture.format, picture.size) == (
+            "WEBP", expected_thumbnail_size(sample.display_size, side))
+        assert close_to(picture.top, RED), (sample.filename, picture)
 
 
 def describe_center(s3: Any, bucket: str, view: dict[str, Any]) -> tuple[int, ...]:

@@ -36,7 +36,7 @@ def jpeg() -> bytes:
 async def test_throttled_s3_is_retried_and_a_missing_object_fails_for_good(
     settings: Settings, tmp_path: Path
 ) -> None:
-    key = f"uploads/{OWNER}/u1/photo.jpg"
+    key = f"uploads/{OWNER}/upload0001/photo.jpg"
     s3_client(settings).put_object(Bucket=settings.uploads_bucket, Key=key, Body=jpeg(),
                                    ContentType="image/jpeg")
     assert settings.aws_endpoint_url
@@ -53,7 +53,7 @@ async def test_throttled_s3_is_retried_and_a_missing_object_fails_for_good(
                 owner=OWNER)
             missing = await queue.enqueue(
                 "process_uploaded_image",
-                {"bucket": settings.uploads_bucket, "key": f"uploads/{OWNER}/u2/gone.jpg"},
+                {"bucket": settings.uploads_bucket, "key": f"uploads/{OWNER}/upload0002/gone.jpg"},
                 owner=OWNER)
             # WHEN the worker runs both jobs
             (done,) = await wait_finished(queue, [throttled.id], OWNER, 60)

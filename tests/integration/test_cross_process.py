@@ -74,7 +74,7 @@ async def test_every_job_by_name_from_a_lean_process(
                 created_at=yesterday).insert()
     await Session(user_id=str(ada.id), token_hash="x" * 64,
                   expires_at=datetime.now(UTC) - timedelta(hours=2)).insert()
-    photo_key = f"uploads/{ada.id}/up1/holiday photo (1).jpg"
+    photo_key = f"uploads/{ada.id}/upload0001/holiday photo (1).jpg"
     s3.put_object(Bucket=s.uploads_bucket, Key=photo_key, Body=_jpeg_rotated(),
                   ContentType="image/jpeg")
     owner = str(ada.id)

@@ -22,6 +22,7 @@ import pytest
 from PIL import ExifTags, Image
 
 from tests.faults.figures import record
+from tests.test_image_formats import header_claiming, heic
 from tests.test_imaging import animated, encode, one_bit_png, quadrants, sixteen_bit_png
 
 pytestmark = [pytest.mark.slow]
@@ -65,6 +66,16 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) * 2 // 3]
 
 
+def heic_header_only_100000x100000() -> bytes:
+    """A 64x64 HEIC whose header (its image-spatial-extents box) claims 100000x100000."""
+    return header_claiming(heic(Image.new("RGB", (64, 64), (200, 30, 30))), 100_000, 100_000)
+
+
+def truncated_heic() -> bytes:
+    data = heic(Image.effect_noise((1600, 1200), 60).convert("RGB"))
+    return data[: len(data) * 2 // 3]
+
+
 # name -> (make the file, expected outcome, what the reason or result must say)
 CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
     "png_12000x10000": (lambda: one_bit_png(12000, 10000), "refused",
@@ -73,6 +84,9 @@ CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
         lambda: one_bit_png(100_000, 100_000, with_pixels=False), "refused",
         "over the 50.0 MP limit"),
     "jpeg_truncated": (truncated_jpeg, "refused", "truncated or corrupt"),
+    "heic_header_only_100000x100000": (heic_header_only_100000x100000, "refused",
+                                       "over the 50.0 MP limit"),
+    "heic_truncated": (truncated_heic, "refused", "truncated or corrupt"),
     "text_renamed_jpg": (lambda: b"Dear diary, today I renamed this file to .jpg\n" * 50,
                          "refused", "not an image"),
     "jpeg_cmyk": (lambda: encode(Image.new("CMYK", (2000, 1500), (0, 128, 255, 0)), "JPEG"),

@@ -11,12 +11,17 @@ rejected by the upload handler) fail at once; S3 faults propagate for the retry 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.lowlevel import RunVar
 
+from shared.api_models import UploadKey
 from shared.errors import PermanentJobError
 from shared.jobs import ProcessImageInput
 from worker.context import WorkerContext
@@ -29,34 +34,78 @@ if TYPE_CHECKING:
 
 # Longest reason stored on a failed Image (the API shows it to the owner).
 MAX_REASON_CHARS = 500
+_CPU_LIMIT: RunVar[anyio.CapacityLimiter] = RunVar("image_cpu_limit")
+_CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
-@dataclass(frozen=True)
-class UploadKey:
-    """The parts of ``uploads/{owner}/{upload_id}/{filename}``."""
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a Fargate
+    task's vCPUs; the host's CPUs may all be in the affinity mask)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = _CGROUP_CPU_MAX.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
-    owner: str
-    upload_id: str
-    filename: str
 
-    @classmethod
-    def parse(cls, key: str) -> UploadKey:
-        parts = key.split("/", 3)
-        if len(parts) != 4 or parts[0] != "uploads" or not all(parts[1:]):
-            raise PermanentJobError(
-                f"key {key!r:.200} is not uploads/{{owner}}/{{upload_id}}/{{filename}}"
-            )
-        return cls(owner=parts[1], upload_id=parts[2], filename=parts[3])
+def cpu_limiter() -> anyio.CapacityLimiter:
+    """The worker's image slots, one per CPU (see :class:`ImageSlot`). One limiter per
+    event loop, as anyio keeps its default thread limiter."""
+    try:
+        return _CPU_LIMIT.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(available_cpus())
+        _CPU_LIMIT.set(limiter)
+        return limiter
 
-    def variant_key(self, name: str) -> str:
-        """Where a variant goes in the results bucket (which does not trigger the handler)."""
-        return f"images/{self.owner}/{self.upload_id}/{name}.webp"
+
+class ImageSlot:
+    """One of the worker's image slots, held from the decode until the large variant is
+    encoded. Image work is CPU-bound and each image uses one thread (worker/imaging_vips.py),
+    so a worker running many image jobs at once works on at most one image per CPU, and
+    holds at most that many decoded images in memory, instead of oversubscribing its CPUs.
+    :meth:`release` lets the slot go early (before the large variant's upload)."""
+
+    def __init__(self) -> None:
+        self._limiter = cpu_limiter()
+        self._held = False
+
+    async def __aenter__(self) -> ImageSlot:
+        await self._limiter.acquire_on_behalf_of(self)
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._limiter.release_on_behalf_of(self)
+
+
+def _upload_key(key: str) -> UploadKey:
+    """The upload's parts: only keys ``POST /uploads`` makes are processed."""
+    upload = UploadKey.parse(key)
+    if upload is None:
+        raise PermanentJobError(
+            f"key {key!r:.200} is not uploads/{{owner}}/{{upload_id}}/{{filename}}"
+        )
+    return upload
+
+
+def _variant_key(upload: UploadKey, name: str) -> str:
+    """Where a variant goes in the results bucket (which does not trigger the handler)."""
+    return f"images/{upload.owner}/{upload.upload_id}/{name}.webp"
 
 
 @job("process_uploaded_image")
 async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> dict[str, Any]:
     """Derive the WebP variants of one upload and record them on its ``Image``."""
-    upload = UploadKey.parse(inp.key)
+    upload = _upload_key(inp.key)
     if inp.bucket != ctx.settings.uploads_bucket:
         # Not an upload: no Image to record, and no other bucket's objects to publish.
         raise PermanentJobError(f"bucket {inp.bucket!r} is not the uploads bucket")
@@ -70,8 +119,10 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
     try:
         if inp.reject_reason:
             raise PermanentJobError(inp.reject_reason)
-        prepared = await _prepare(ctx, source.result())
-        variants, sizes = await _encode_and_put(ctx, upload, prepared, written)
+        async with ImageSlot() as slot:
+            prepared = await _prepare(ctx, source.result())
+            variants, sizes = await _encode_and_put(ctx, upload, prepared, written,
+                                                    slot.release)
     except PermanentJobError as exc:
         await _drop_variants(ctx, image, written)
         await _set_status(image, "failed", error=str(exc)[:MAX_REASON_CHARS])
@@ -135,7 +186,7 @@ async def _fetch(ctx: WorkerContext, inp: ProcessImageInput) -> bytes:
 async def _prepare(ctx: WorkerContext, data: bytes) -> PreparedImage:
     settings = ctx.settings
     # Decoding and encoding take 0.1-1 s of CPU: in threads, so that the worker's
-    # heartbeat and its other jobs keep running meanwhile.
+    # heartbeat and its other jobs keep running meanwhile (the caller holds an ImageSlot).
     return await anyio.to_thread.run_sync(
         partial(
             prepare_image,
@@ -148,17 +199,19 @@ async def _prepare(ctx: WorkerContext, data: bytes) -> PreparedImage:
 
 
 async def _encode_and_put(ctx: WorkerContext, upload: UploadKey, prepared: PreparedImage,
-                          written: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+                          written: list[str], encoded: Callable[[], None]
+                          ) -> tuple[dict[str, str], dict[str, int]]:
     """Store the thumbnail (its Blob record, then its PUT) while the large variant is
     encoded in a thread, then store the large one; their keys and sizes. Each key is
-    appended to ``written`` once its object is in S3.
+    appended to ``written`` once its object is in S3; ``encoded`` is called once the
+    encoding is over (the image's CPU work is done).
 
     Every upload runs to its end even when something else fails, so each Blob records its
     own outcome (``uploaded`` or ``error``, never a cancelled ``pending``); then an encoding
     error is raised, or else the first failed upload's, for the job's failure handling and
     retry policy.
     """
-    variants = {name: upload.variant_key(name) for name in ("large", "thumbnail")}
+    variants = {name: _variant_key(upload, name) for name in ("large", "thumbnail")}
     sizes: dict[str, int] = {}
     put_errors: list[Exception] = []
 
@@ -182,6 +235,8 @@ async def _encode_and_put(ctx: WorkerContext, upload: UploadKey, prepared: Prepa
         else:
             sizes["large"] = len(large.data)
             tg.start_soon(put, "large", large)
+        finally:
+            encoded()
     if encode_error is not None:
         raise encode_error
     if put_errors:
