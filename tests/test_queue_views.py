@@ -163,7 +163,7 @@ async def test_a_failure_overwritten_by_a_late_second_delivery_reads_as_its_dead
 async def test_a_pipeline_whose_first_step_failed_reads_as_failed_naming_the_step(
     queue: JobQueue, settings: Settings, policy: bool
 ) -> None:
-    from worker.policy import install_retry_policy
+    from worker.retry_policy import RetryPolicy
 
     # GIVEN a pipeline whose first step fails for good (with the retry policy, which
     # records a dead letter, or without)
@@ -174,7 +174,7 @@ async def test_a_pipeline_whose_first_step_failed_reads_as_failed_naming_the_ste
     worker = stand_in_worker(settings, {"validate_order": refuse, "process_order": OK,
                                         "notify_order": OK}, runs)
     if policy:
-        install_retry_policy(worker, Keys(settings.queue_name), 600, 600)
+        RetryPolicy(worker, Keys(settings.queue_name), 600, 600)
     job = await queue.enqueue("place_order", ORDER, owner="alice")
     async with running(worker):
         stored = await _result(queue, job.id, "Unknown")

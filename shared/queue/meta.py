@@ -43,7 +43,8 @@ class JobMeta:
     pipeline: str = ""
     published: bool = False
     # 2 from the crash-safe enqueue on; 1: written by an earlier version (a job whose
-    # task may be a pickle, and which was published: it had no other way to be written).
+    # task may be in the old binary format, and which was published: it had no other way
+    # to be written).
     version: int = META_VERSION
 
     @classmethod
