@@ -55,8 +55,10 @@ class User(Document):
     subject: str | None = Field(default=None, min_length=1, max_length=256)
     created_at: UtcDatetime = Field(default_factory=utcnow)
     digest_opt_in: bool = True
-    # The welcome e-mail's SES message id: set once sent, so it is sent once, ever.
+    # The welcome e-mail's SES message id: set once sent, so it is sent once, ever. The
+    # claim stops two concurrent jobs from both sending it.
     welcome_message_id: str | None = None
+    welcome_claimed_at: UtcDatetime | None = None
 
     class Settings:
         name = "users"

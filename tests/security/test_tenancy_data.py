@@ -187,6 +187,20 @@ async def test_the_welcome_email_is_sent_once_even_after_the_idempotency_window(
     assert len(ses_messages(moto_endpoint, user.email)) == 1
 
 
+async def test_concurrent_welcome_jobs_send_one_email(
+    worker: Any, queue: Any, moto_endpoint: str
+) -> None:
+    # GIVEN a user not welcomed yet
+    user = await bound_user("grace")
+    # WHEN three welcome jobs for that user are enqueued at once
+    jobs = [await queue.enqueue("send_welcome_email", {}, owner=user.subject) for _ in range(3)]
+    views = [await queue.wait(job.id, user.subject, timeout=60) for job in jobs]
+    # THEN all are done with the same message id, and one e-mail was sent
+    assert [v.status for v in views] == ["done"] * 3, [v.error for v in views]
+    assert len({v.result["message_id"] for v in views}) == 1
+    assert len(ses_messages(moto_endpoint, user.email)) == 1
+
+
 async def test_two_owners_reports_of_one_range_never_share_an_object(
     worker: Any, queue: Any, settings: Settings
 ) -> None:

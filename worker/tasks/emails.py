@@ -19,8 +19,8 @@ from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.email import SenderNotVerified
-from shared.errors import PermanentJobError
-from shared.jobs import NoInput, PasswordResetInput, WelcomeEmailInput
+from shared.errors import PermanentJobError, TransientJobError
+from shared.jobs import CATALOGUE, NoInput, PasswordResetInput, WelcomeEmailInput
 from shared.models import Order, User
 from shared.queue import Keys
 from worker.accounts import caller_user
@@ -72,13 +72,32 @@ async def send_welcome_email(ctx: WorkerContext, inp: WelcomeEmailInput) -> dict
     The id is stored after SES accepted the message (a crash in between re-sends)."""
     user = await caller_user()
     if user.welcome_message_id is None:
+        if not await _claim_welcome(user):
+            raise TransientJobError("the welcome e-mail is being sent by another job")
         message = mail.welcome(user.display_name)
-        message_id = await ctx.mailer.send(user.email, message.subject, message.html,
-                                           message.text)
+        try:
+            message_id = await ctx.mailer.send(user.email, message.subject, message.html,
+                                               message.text)
+        except BaseException:
+            await user.set({User.welcome_claimed_at: None})  # a retry may send it
+            raise
         await user.set({User.welcome_message_id: message_id})
     else:
         log.info("welcome e-mail already sent to user %s; not sending again", user.id)
     return {"user_id": str(user.id), "message_id": user.welcome_message_id}
+
+
+async def _claim_welcome(user: User) -> bool:
+    """Claim the right to send ``user``'s welcome e-mail (one job at a time). A claim older
+    than the job's timeout was left by a job that died, and can be taken over."""
+    now = datetime.now(UTC)
+    stale = now - timedelta(seconds=CATALOGUE["send_welcome_email"].timeout_seconds)
+    claimed = await User.get_pymongo_collection().update_one(
+        {"_id": user.id, "welcome_message_id": None,
+         "$or": [{"welcome_claimed_at": None}, {"welcome_claimed_at": {"$lt": stale}}]},
+        {"$set": {"welcome_claimed_at": now}},
+    )
+    return claimed.modified_count == 1
 
 
 @job("send_password_reset")
