@@ -1,4 +1,5 @@
-"""Who is calling: the JWT authorizer's ``sub`` claim, as a route dependency."""
+"""Who is calling: the JWT authorizer's ``sub`` claim (and e-mail/name claims), as route
+dependencies."""
 
 # No `from __future__ import annotations`: Powertools reads a dependency's type hints on
 # every request, and string annotations would be evaluated each time.
@@ -10,8 +11,10 @@ from aws_lambda_powertools.event_handler import Depends, Request
 
 from shared.api_models import OWNER_PATTERN
 from shared.errors import Unauthorized
+from shared.jobs import PROFILE_CLAIMS
 
 _OWNER = re.compile(OWNER_PATTERN)
+_MAX_CLAIM = 320  # the longest valid e-mail address; a longer claim (of either kind) is dropped
 
 
 def is_owner(sub: str) -> bool:
@@ -33,3 +36,17 @@ def caller(request: Request) -> str:
 
 # A route parameter that is the caller's id.
 Caller = Annotated[str, Depends(caller)]
+
+
+def caller_profile(request: Request) -> dict[str, str]:
+    """The caller's e-mail and name claims (those present and short enough), which the
+    worker uses to create the caller's User on first use."""
+    claims = request.resolved_event.request_context.authorizer.jwt_claim  # type: ignore[attr-defined]
+    if not isinstance(claims, dict):
+        return {}
+    return {claim: value for claim in PROFILE_CLAIMS
+            if isinstance(value := claims.get(claim), str) and 0 < len(value) <= _MAX_CLAIM}
+
+
+# A route parameter that is the caller's profile claims.
+CallerProfile = Annotated[dict[str, str], Depends(caller_profile)]

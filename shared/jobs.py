@@ -27,9 +27,9 @@ class NoInput(JobInput):
     """A job that takes no arguments."""
 
 
-# Input of send_welcome_email: the user to greet.
+# Input of send_welcome_email: nothing; the job greets the caller's own user (the job's owner).
 class WelcomeEmailInput(JobInput):
-    user_id: str = Field(pattern=_OBJECT_ID, description="The User document's id.")
+    """The caller's own user is greeted: no user id crosses the API."""
 
 
 # Input of send_password_reset: the user and the reset token minted by the caller.
@@ -82,16 +82,18 @@ class SweepInput(JobInput):
     older_than_hours: int = Field(default=24, ge=1, le=24 * 365)
 
 
-# Input of the order pipeline and its first step.
+# Input of the order pipeline and its first step: the order is the caller's own (the job's
+# owner's user), so no user id crosses the API.
 class OrderInput(JobInput):
-    user_id: str = Field(pattern=_OBJECT_ID)
     amount_cents: int = Field(gt=0, le=100_000_000)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     reference: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
 
 
-# What validate_order hands on to process_order, and process_order to notify_order.
+# What validate_order hands on to process_order (the caller's user, resolved by the worker),
+# and process_order to notify_order.
 class ValidatedOrderInput(OrderInput):
+    user_id: str = Field(pattern=_OBJECT_ID)
     validated: bool
 
 
@@ -232,7 +234,8 @@ for _spec in CATALOGUE.values():
 TASK_NAMES: frozenset[str] = frozenset(n for n, s in CATALOGUE.items() if not s.is_pipeline)
 
 
-# The keyword argument that carries a job's context (owner, correlation id) in its queue
+# The keyword argument that carries a job's context (owner, correlation id, and the caller's
+# e-mail and name claims when the token had them) in its queue
 # message, beside the input: the worker reads it from the message it already has, instead of
 # reading the job's metadata from Redis on every run. The policy middleware removes it
 # before the job sees its arguments. Input models refuse unknown fields, and no field
@@ -240,6 +243,19 @@ TASK_NAMES: frozenset[str] = frozenset(n for n, s in CATALOGUE.items() if not s.
 CONTEXT_KWARG = "_offload"
 
 
-def job_context(owner: str, correlation_id: str | None) -> dict[str, dict[str, str]]:
-    """The keyword argument to enqueue beside a job's input (see :data:`CONTEXT_KWARG`)."""
-    return {CONTEXT_KWARG: {"owner": owner, "correlation_id": correlation_id or ""}}
+# The identity claims a job's context may carry beside the owner: what the worker needs to
+# create the caller's User on first use (Lambdas never open MongoDB).
+PROFILE_CLAIMS: tuple[str, ...] = ("email", "name")
+
+
+def job_context(owner: str, correlation_id: str | None,
+                profile: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """The keyword argument to enqueue beside a job's input (see :data:`CONTEXT_KWARG`).
+    ``profile`` holds the caller's :data:`PROFILE_CLAIMS` (others are dropped, empty ones
+    left out)."""
+    context = {"owner": owner, "correlation_id": correlation_id or ""}
+    for claim in PROFILE_CLAIMS:
+        value = (profile or {}).get(claim)
+        if value:
+            context[claim] = value
+    return {CONTEXT_KWARG: context}

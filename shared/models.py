@@ -46,15 +46,26 @@ OrderStatus = Literal["pending", "processed", "notified"]
 BlobStatus = Literal["pending", "uploaded", "deleted", "error"]
 
 
-# A person who can sign in, order and receive e-mail; the e-mail address is the identity.
+# A person who can sign in, order and receive e-mail. ``subject`` binds the user to an
+# identity (the token's ``sub``, the owner of their jobs); users created before that binding,
+# or by an operator, have none, so the unique index covers only the ones that do.
 class User(Document):
     email: Annotated[EmailAddress, Indexed(unique=True)]
     display_name: str = Field(min_length=1, max_length=200)
+    subject: str | None = Field(default=None, min_length=1, max_length=256)
     created_at: UtcDatetime = Field(default_factory=utcnow)
     digest_opt_in: bool = True
+    # The welcome e-mail's SES message id: set once sent, so it is sent once, ever. The
+    # claim stops two concurrent jobs from both sending it.
+    welcome_message_id: str | None = None
+    welcome_claimed_at: UtcDatetime | None = None
 
     class Settings:
         name = "users"
+        indexes = [
+            IndexModel([("subject", pymongo.ASCENDING)], name="subject_unique", unique=True,
+                       partialFilterExpression={"subject": {"$type": "string"}}),
+        ]
 
 
 # An uploaded image and the variants the worker derived from it (name -> S3 key).
@@ -75,17 +86,24 @@ class Image(Document):
         name = "images"
 
 
-# An order placed through the order pipeline; ``reference`` makes its insert idempotent.
+# An order placed through the order pipeline. A reference is unique per user (so one user
+# cannot claim another's), and makes the order's insert idempotent.
 class Order(Document):
     user_id: str
     amount_cents: int = Field(gt=0)
     currency: Annotated[str, AfterValidator(_currency)]
-    reference: Annotated[str, Indexed(unique=True)]
+    reference: str
     status: OrderStatus = "pending"
     created_at: Annotated[UtcDatetime, Indexed()] = Field(default_factory=utcnow)
+    # The confirmation e-mail's SES message id: set once sent, so it is sent once, ever.
+    confirmation_message_id: str | None = None
 
     class Settings:
         name = "orders"
+        indexes = [
+            IndexModel([("user_id", pymongo.ASCENDING), ("reference", pymongo.ASCENDING)],
+                       name="user_reference_unique", unique=True),
+        ]
 
 
 # A sign-in session; only the token's hash is stored, never the token.

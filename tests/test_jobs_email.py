@@ -8,11 +8,11 @@ from typing import Any
 
 import anyio
 import pytest
-from beanie import PydanticObjectId
 
 from shared.config import Settings
 from shared.models import Order, User
 from tests.support import address, ses_messages
+from worker.accounts import NO_ACCOUNT
 from worker.tasks import emails
 from worker.tasks.emails import previous_utc_day
 
@@ -20,7 +20,8 @@ pytestmark = pytest.mark.anyio
 
 
 async def make_user(name: str, *, opt_in: bool = True) -> User:
-    user = User(email=address(name), display_name=name, digest_opt_in=opt_in)
+    user = User(email=address(name), display_name=name, digest_opt_in=opt_in,
+                subject=f"u-{uuid.uuid4().hex}")
     await user.insert()
     return user
 
@@ -30,9 +31,10 @@ async def test_welcome_email_is_sent_to_the_user(
 ) -> None:
     # GIVEN a user whose display name contains markup
     user = await make_user("<b>Ada</b>")
-    # WHEN the welcome job runs
-    job = await queue.enqueue("send_welcome_email", {"user_id": str(user.id)}, owner="u1")
-    view = await queue.wait(job.id, "u1", timeout=30)
+    # WHEN the welcome job runs for that user's subject
+    owner = str(user.subject)
+    job = await queue.enqueue("send_welcome_email", {}, owner=owner)
+    view = await queue.wait(job.id, owner, timeout=30)
     # THEN it is done, and SES holds exactly one message with the name escaped
     assert view.status == "done", view.error
     assert view.result["user_id"] == str(user.id)
@@ -43,20 +45,42 @@ async def test_welcome_email_is_sent_to_the_user(
     assert "<b>Ada</b>" not in sent[0]["body"]
 
 
-async def test_welcome_email_to_a_missing_user_fails_at_once_and_is_a_dead_letter(
+async def test_welcome_email_for_a_caller_without_account_fails_at_once_as_a_dead_letter(
     worker: Any, queue: Any
 ) -> None:
-    missing = str(PydanticObjectId())
-    job = await queue.enqueue("send_welcome_email", {"user_id": missing}, owner="u1")
-    view = await queue.wait(job.id, "u1", timeout=30)
+    # GIVEN a caller with no user and no e-mail claim to create one from
+    owner = f"u-{uuid.uuid4().hex}"
+    # WHEN the caller asks for the welcome e-mail
+    job = await queue.enqueue("send_welcome_email", {}, owner=owner)
+    view = await queue.wait(job.id, owner, timeout=30)
+    # THEN it fails at once, readably, and is a dead letter
     assert view.status == "failed"
-    assert view.error == {"type": "PermanentJobError", "message": f"no user {missing}"}
+    assert view.error == {"type": "PermanentJobError", "message": NO_ACCOUNT}
     assert view.tries == 1
-    letters = {d.id: d for d in await queue.dead_letters("u1")}
+    letters = {d.id: d for d in await queue.dead_letters(owner)}
     assert letters[job.id].name == "send_welcome_email"
     assert letters[job.id].tries == 1
-    assert letters[job.id].payload == {"user_id": missing}
-    assert letters[job.id].error == f"no user {missing}"
+    assert letters[job.id].payload == {}
+    assert letters[job.id].error == NO_ACCOUNT
+
+
+async def test_first_job_creates_the_callers_user_from_the_token_claims(
+    worker: Any, queue: Any, moto_endpoint: str
+) -> None:
+    # GIVEN a caller with no user yet, whose token carried e-mail and name claims
+    owner = f"u-{uuid.uuid4().hex}"
+    email = address("newcomer")
+    # WHEN the caller asks for the welcome e-mail
+    job = await queue.enqueue("send_welcome_email", {}, owner=owner,
+                              profile={"email": email, "name": "Newcomer"})
+    view = await queue.wait(job.id, owner, timeout=30)
+    # THEN the worker created the user, bound to the caller's subject, and greeted it
+    assert view.status == "done", view.error
+    user = await User.find_one(User.subject == owner)
+    assert user is not None
+    assert (user.email, user.display_name) == (email, "Newcomer")
+    assert view.result["user_id"] == str(user.id)
+    assert [m["id"] for m in ses_messages(moto_endpoint, email)] == [view.result["message_id"]]
 
 
 async def test_password_reset_mails_the_link_once_per_token(

@@ -136,7 +136,7 @@ async def test_fetch_stores_the_body_as_a_blob(
     view = await fetch(queue, target)
     assert view.status == "done", view.error
     body = b"hello, offload"
-    key = "fetched/" + hashlib.sha256(target.encode()).hexdigest()
+    key = "fetched/u1/" + hashlib.sha256(target.encode()).hexdigest()
     assert view.result == {
         "url": target, "final_url": target, "status": 200, "size": len(body),
         "sha256": hashlib.sha256(body).hexdigest(), "bucket": settings.results_bucket,
@@ -276,7 +276,7 @@ async def test_a_body_over_the_limit_is_refused(
     assert view.error is not None
     assert view.error["type"] == "FetchTooLarge"
     assert view.tries == 1
-    key = "fetched/" + hashlib.sha256(target.encode()).hexdigest()
+    key = "fetched/u1/" + hashlib.sha256(target.encode()).hexdigest()
     assert await Blob.find_one(Blob.key == key) is None
 
 

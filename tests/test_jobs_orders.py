@@ -10,18 +10,20 @@ from beanie import PydanticObjectId
 
 from shared.models import Order, User
 from tests.support import address, ses_messages
+from worker.accounts import NO_ACCOUNT
 
 pytestmark = pytest.mark.anyio
 
 
-def order_payload(user_id: str, **overrides: Any) -> dict[str, Any]:
-    payload = {"user_id": user_id, "amount_cents": 4250, "currency": "EUR",
+def order_payload(**overrides: Any) -> dict[str, Any]:
+    payload = {"amount_cents": 4250, "currency": "EUR",
                "reference": f"ref-{uuid.uuid4().hex[:12]}"}
     return payload | overrides
 
 
 async def make_user() -> User:
-    user = User(email=address("buyer"), display_name="Buyer")
+    """A user bound to its own subject (the owner its jobs are enqueued as)."""
+    user = User(email=address("buyer"), display_name="Buyer", subject=f"u-{uuid.uuid4().hex}")
     await user.insert()
     return user
 
@@ -29,12 +31,13 @@ async def make_user() -> User:
 async def test_place_order_runs_the_three_steps_and_mails_the_confirmation(
     worker: Any, queue: Any, moto_endpoint: str
 ) -> None:
-    # GIVEN a user
+    # GIVEN a user bound to the caller's subject
     user = await make_user()
-    payload = order_payload(str(user.id))
-    # WHEN the pipeline is enqueued and its last step awaited
-    job = await queue.enqueue("place_order", payload, owner="u1")
-    view = await queue.wait(job.id, "u1", timeout=30)
+    owner = str(user.subject)
+    payload = order_payload()
+    # WHEN the caller enqueues the pipeline (no user id in it) and its last step is awaited
+    job = await queue.enqueue("place_order", payload, owner=owner)
+    view = await queue.wait(job.id, owner, timeout=30)
     # THEN the final step is done with notify_order's result
     assert view.status == "done", view.error
     order = await Order.find_one(Order.reference == payload["reference"])
@@ -50,36 +53,37 @@ async def test_place_order_runs_the_three_steps_and_mails_the_confirmation(
     # AND each step's result was the next step's input
     first, second, last = job.steps
     assert last == job.id
-    validated = await queue.view(first, "u1")
+    validated = await queue.view(first, owner)
     assert validated.status == "done"
-    assert validated.result == payload | {"validated": True}
-    processed = await queue.view(second, "u1")
+    assert validated.result == payload | {"user_id": str(user.id), "validated": True}
+    processed = await queue.view(second, owner)
     assert processed.result == {"order_id": str(order.id), "user_id": str(user.id),
                                 "reference": payload["reference"]}
 
 
 async def test_a_failing_first_step_fails_the_steps_after_it(worker: Any, queue: Any) -> None:
-    missing = str(PydanticObjectId())
-    payload = order_payload(missing)
-    job = await queue.enqueue("place_order", payload, owner="u1")
-    view = await queue.wait(job.id, "u1", timeout=30)
-    # The last step never ran, and no order exists
+    # GIVEN a caller with no user, whose token carried no e-mail claim to create one from
+    owner = f"u-{uuid.uuid4().hex}"
+    payload = order_payload()
+    job = await queue.enqueue("place_order", payload, owner=owner)
+    view = await queue.wait(job.id, owner, timeout=30)
+    # THEN the last step never ran, and no order exists
     assert view.status == "failed"
-    first = await queue.view(job.steps[0], "u1")
+    first = await queue.view(job.steps[0], owner)
     assert first.status == "failed"
-    assert first.error == {"type": "PermanentJobError", "message": f"no user {missing}"}
+    assert first.error == {"type": "PermanentJobError", "message": NO_ACCOUNT}
     assert first.tries == 1
-    middle = await queue.view(job.steps[1], "u1")
+    middle = await queue.view(job.steps[1], owner)
     assert middle.status == "failed"
     assert await Order.find_one(Order.reference == payload["reference"]) is None
-    letters = {d.id: d for d in await queue.dead_letters("u1")}
+    letters = {d.id: d for d in await queue.dead_letters(owner)}
     assert letters[job.steps[0]].name == "validate_order"
     assert letters[job.steps[0]].payload == payload
 
 
 async def test_process_order_is_idempotent_on_the_reference(worker: Any, queue: Any) -> None:
     user = await make_user()
-    payload = order_payload(str(user.id)) | {"validated": True}
+    payload = order_payload(user_id=str(user.id), validated=True)
     # WHEN the same step runs twice (at-least-once delivery)
     views = []
     for _ in range(2):
@@ -98,7 +102,7 @@ async def test_process_order_is_idempotent_on_the_reference(worker: Any, queue: 
     )
     assert refused.status == "failed"
     assert refused.error is not None
-    assert f"reference {payload['reference']} already names a different order" in (
+    assert f"reference {payload['reference']} already names another of your orders" in (
         refused.error["message"])
     stored = await Order.get(orders[0].id)
     assert stored is not None
@@ -134,5 +138,5 @@ async def test_notify_order_for_a_missing_order_fails_permanently(
         (await queue.enqueue("notify_order", step, owner="u1")).id, "u1", timeout=30
     )
     assert view.status == "failed"
-    assert view.error == {"type": "PermanentJobError", "message": f"no order {missing}"}
+    assert view.error == {"type": "PermanentJobError", "message": "the order was not found"}
     assert view.tries == 1

@@ -57,8 +57,8 @@ async def test_report_totals_per_day_and_currency_as_csv_and_pdf(
     # THEN it reports three day/currency rows and per-currency totals
     assert view.status == "done", view.error
     result = view.result
-    assert result["csv_key"] == "reports/2024-03-01_2024-03-03/sales.csv"
-    assert result["pdf_key"] == "reports/2024-03-01_2024-03-03/sales.pdf"
+    assert result["csv_key"] == "reports/u1/2024-03-01_2024-03-03/sales.csv"
+    assert result["pdf_key"] == "reports/u1/2024-03-01_2024-03-03/sales.pdf"
     assert result["bucket"] == settings.results_bucket
     assert result["rows"] == 3
     assert result["totals"] == {"EUR": {"orders": 3, "amount_cents": 1255},
@@ -90,7 +90,7 @@ async def test_a_currency_filter_changes_rows_and_keys(
         queue, {"start_date": "2024-03-01", "end_date": "2024-03-04", "currency": "USD"}
     )
     assert view.status == "done", view.error
-    assert view.result["csv_key"] == "reports/2024-03-01_2024-03-04_USD/sales.csv"
+    assert view.result["csv_key"] == "reports/u1/2024-03-01_2024-03-04_USD/sales.csv"
     assert view.result["totals"] == {"USD": {"orders": 2, "amount_cents": 777}}
     data, _ = read_object(settings, view.result["bucket"], view.result["csv_key"])
     assert [(r["day"], r["currency"], r["amount_cents"]) for r in csv_rows(data)] == [

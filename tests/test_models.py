@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,6 +60,21 @@ async def test_duplicate_user_email_is_refused(mongo: Any) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_subject_binds_one_user_and_users_without_one_coexist(mongo: Any) -> None:
+    # GIVEN a user bound to a subject, and two users bound to none
+    subject = f"sub-{uuid.uuid4().hex}"
+    await User(email=f"{subject}@example.com", display_name="Bound", subject=subject).insert()
+    await User(email=f"a-{subject}@example.com", display_name="Unbound A").insert()
+    await User(email=f"b-{subject}@example.com", display_name="Unbound B").insert()
+    # WHEN another user claims the same subject
+    # THEN the unique index refuses it
+    with pytest.raises(DuplicateKeyError):
+        await User(email=f"c-{subject}@example.com", display_name="Thief",
+                   subject=subject).insert()
+    assert await User.find(User.subject == subject).count() == 1
+
+
+@pytest.mark.anyio
 async def test_unique_indexes_on_images_orders_blobs(mongo: Any) -> None:
     await Image(owner="u", bucket="b", source_key="uploads/u/1/a.png").insert()
     with pytest.raises(DuplicateKeyError):
@@ -66,6 +82,8 @@ async def test_unique_indexes_on_images_orders_blobs(mongo: Any) -> None:
     await Order(user_id="u", amount_cents=5, currency="EUR", reference="ref-1").insert()
     with pytest.raises(DuplicateKeyError):
         await Order(user_id="u", amount_cents=7, currency="USD", reference="ref-1").insert()
+    # A reference is unique per user: another user's "ref-1" is their own order.
+    await Order(user_id="v", amount_cents=7, currency="USD", reference="ref-1").insert()
     await Blob(bucket="b1", key="k", content_type="text/plain").insert()
     await Blob(bucket="b2", key="k", content_type="text/plain").insert()  # other bucket: fine
     with pytest.raises(DuplicateKeyError):
@@ -78,9 +96,9 @@ async def test_declared_indexes_exist(mongo: Any) -> None:
         info = await model.get_pymongo_collection().index_information()
         return {tuple((k, int(d)) for k, d in spec["key"]) for spec in info.values()}
 
-    assert (("email", 1),) in await keys(User)
+    assert {(("email", 1),), (("subject", 1),)} <= await keys(User)
     assert {(("owner", 1),), (("source_key", 1),)} <= await keys(Image)
-    assert {(("reference", 1),), (("created_at", 1),)} <= await keys(Order)
+    assert {(("user_id", 1), ("reference", 1)), (("created_at", 1),)} <= await keys(Order)
     assert {(("user_id", 1),), (("expires_at", 1),)} <= await keys(Session)
     assert {(("bucket", 1), ("key", 1)), (("status", 1), ("updated_at", 1))} <= await keys(Blob)
 

@@ -10,6 +10,8 @@
 - Each run logs its try and the request's correlation id, both read from the message
   itself (no Redis read per run); a run that lasts also records its try count and start
   time in Redis for the status API (:mod:`worker.run_records`).
+- :func:`current_job` tells the running job who it acts for (owner, correlation id, the
+  caller's e-mail and name claims, roles), from the same message context.
 - Each job runs in its own cancel scope in the worker's :class:`RunningJobs`, and a second
   copy of a job already running in this worker waits for the first's outcome. A job cut
   short through its scope (the Redis watchdog, when Redis fails) is retried.
@@ -67,6 +69,38 @@ def current_attempt() -> Attempt:
     """The running job's try; jobs use it to record a final failure on their last try.
     Outside the policy (a direct call) there is no retry, so the one try is the last."""
     return ATTEMPT.get(Attempt(tries=1, max_tries=1))
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Who the running job acts for: its owner (the token's ``sub``; ``system`` for internal
+    jobs), the request's correlation id, the caller's e-mail/name claims, and roles."""
+
+    owner: str
+    correlation_id: str = ""
+    email: str = ""
+    name: str = ""
+    roles: tuple[str, ...] = ()
+
+    @classmethod
+    def from_message(cls, context: dict[str, Any]) -> JobContext:
+        roles = context.get("roles") or ()
+        return cls(owner=str(context.get("owner") or SYSTEM_OWNER),
+                   correlation_id=str(context.get("correlation_id") or ""),
+                   email=str(context.get("email") or ""), name=str(context.get("name") or ""),
+                   roles=tuple(str(r) for r in roles) if isinstance(roles, list | tuple) else ())
+
+
+#: The owner of jobs no caller enqueued (schedules, S3 events, Streaq's own client).
+SYSTEM_OWNER = "system"
+
+#: The running job's context, set by the policy for the duration of each run.
+JOB: ContextVar[JobContext] = ContextVar("offload_job")
+
+
+def current_job() -> JobContext:
+    """The running job's context. Outside the policy (a direct call): the system owner."""
+    return JOB.get(JobContext(owner=SYSTEM_OWNER))
 
 
 def backoff_seconds(tries: int, *, base: float = BACKOFF_BASE_SECONDS,
@@ -160,6 +194,7 @@ class RetryPolicy:
         run_key = self._keys.job(task.task_id) + ":run"
         self._recorder.started(run_key, task.tries)
         token = ATTEMPT.set(Attempt(task.tries, rules.max_tries))
+        job_token = JOB.set(JobContext.from_message(call.context))
         try:
             with run.scope:
                 if rules.timeout_seconds is None:
@@ -173,6 +208,7 @@ class RetryPolicy:
         finally:
             self._recorder.finished(run_key)
             ATTEMPT.reset(token)
+            JOB.reset(job_token)
         raise self._cut_short(call)  # the scope ended the job (see RunningJobs.cut_short_at)
 
     def _cut_short(self, call: Call) -> StreaqRetry:
@@ -210,7 +246,7 @@ class RetryPolicy:
         letter = DeadLetter(
             id=call.task.task_id,
             name=call.rules.name,
-            owner=meta.get("owner") or call.context.get("owner") or "system",
+            owner=meta.get("owner") or call.context.get("owner") or SYSTEM_OWNER,
             payload=payload,
             error_type=type(exc).__name__,
             error=str(exc) or type(exc).__name__,

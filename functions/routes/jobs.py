@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import AwareDatetime
 
 from functions import container
-from functions.identity import Caller
+from functions.identity import Caller, CallerProfile
 from functions.metrics import count
 from functions.routes import COMMON, SERVICE, responses
 from shared.api_models import (
@@ -74,6 +74,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
                               examples=_HTTP_JOBS)],
     body: Annotated[JobCreate, Body()],
     owner: Caller,
+    profile: CallerProfile,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -106,6 +107,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
             run_at=run_at,
             priority=priority,
             correlation_id=logger.get_correlation_id(),
+            profile=profile,
         )
     )
     if job.created:

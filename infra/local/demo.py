@@ -31,7 +31,7 @@ from rich.text import Text
 
 from infra.local.client import FINISHED, ApiCallError, ApiClient, job_id_of, post_presigned
 from infra.local.samples import Sample, all_samples, describe_picture
-from infra.local.seed import Seeded, seed, settings_for, stack_environment
+from infra.local.seed import seed, settings_for, stack_environment
 from infra.local.state import StackState, state_dir
 
 STACK_START_TIMEOUT = 180.0
@@ -160,7 +160,7 @@ class Demo:
             self.console.print(f"Seeded {len(seeded.user_ids)} users and {seeded.orders} "
                                f"orders into {self.state.mongodb_uri}")
             self._upload(all_samples())
-            self._enqueue(seeded)
+            self._enqueue()
             self._follow(timeout)
         self._collect()
         self.console.print(self._table(final=True))
@@ -182,15 +182,14 @@ class Demo:
             self.jobs.append(TrackedJob(f"process_uploaded_image ({sample.filename})",
                                         "process_uploaded_image", upload["job_id"]))
 
-    def _enqueue(self, seeded: Seeded) -> None:
-        users = list(seeded.user_ids.values())
+    def _enqueue(self) -> None:
         today = datetime.now(UTC).date()
         requests: list[tuple[str, dict[str, Any]]] = [
-            ("send_welcome_email", {"user_id": users[0]}),
+            ("send_welcome_email", {}),
             ("generate_sales_report", {"start_date": str(today - timedelta(days=7)),
                                        "end_date": str(today)}),
             ("fetch_external_data", {"url": f"{self.state.fixtures_url}/rates.json"}),
-            ("place_order", {"user_id": users[1], "amount_cents": 4200, "currency": "EUR",
+            ("place_order", {"amount_cents": 4200, "currency": "EUR",
                              "reference": f"demo-order-{int(time.time())}"}),
         ]
         for name, data in requests:

@@ -44,6 +44,10 @@ from infra.local.triggers import ScheduleTarget, TriggerConfig, fire
 
 DEV_SUB = "dev-user"
 OTHER_SUB = "dev-user-2"
+# The e-mail and name claims of each dev token: the worker creates the caller's User from
+# them on first use, and the demo seed binds the same users to these subjects.
+DEV_PROFILES = {DEV_SUB: ("alice@example.com", "Alice Martin"),
+                OTHER_SUB: ("bob@example.com", "Bob Nakamura")}
 
 
 class DevError(RuntimeError):
@@ -125,7 +129,8 @@ def _load_template(path: Path) -> tuple[Template, str | None]:
 
 def _claims(sub: str, port: int) -> dict[str, str]:
     now = int(time.time())
-    return {"sub": sub, "iss": f"http://127.0.0.1:{port}/local-issuer",
+    email, name = DEV_PROFILES[sub]
+    return {"sub": sub, "email": email, "name": name, "iss": f"http://127.0.0.1:{port}/local-issuer",
             "client_id": "offload-local", "token_use": "access",
             "scope": "jobs/read jobs/write", "iat": str(now), "exp": str(now + 365 * 86400)}
 

@@ -2,7 +2,9 @@
 
 Lambdas never open MongoDB, so there is no API for this; the demo is a dev tool and talks
 to the stack's database (the stand-in or ``MONGODB_URI``) with the same beanie models the
-worker uses. Seeding is idempotent: users are found by e-mail, orders by reference.
+worker uses. Seeding is idempotent: users are found by e-mail, orders by reference. The users
+the dev tokens name are bound to their subjects, so jobs enqueued with a dev token act on
+them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from infra.local.dev import DEV_PROFILES
 from shared.config import Settings
 
 USERS = (
@@ -21,6 +24,8 @@ USERS = (
     ("bob@example.com", "Bob Nakamura"),
     ("carol@example.com", "Carol Okafor"),
 )
+# e-mail -> the dev token's subject bound to that user (carol has no token).
+SUBJECTS = {email: sub for sub, (email, _) in DEV_PROFILES.items()}
 # (days ago, user index, amount in cents, currency)
 ORDERS = (
     (1, 0, 12_50, "EUR"), (1, 1, 99_00, "EUR"), (1, 2, 45_25, "USD"),
@@ -65,15 +70,19 @@ async def seed(settings: Settings, now: datetime | None = None) -> Seeded:
     try:
         user_ids: dict[str, str] = {}
         for email, name in USERS:
+            subject = SUBJECTS.get(email)
             user = await User.find_one(User.email == email)
             if user is None:
-                user = await User(email=email, display_name=name).insert()
+                user = await User(email=email, display_name=name, subject=subject).insert()
+            elif user.subject is None and subject is not None:
+                await user.set({User.subject: subject})
             user_ids[email] = str(user.id)
         ids = list(user_ids.values())
         for n, (days_ago, who, cents, currency) in enumerate(ORDERS):
             created = (moment - timedelta(days=days_ago)).replace(hour=10, minute=n)
             reference = f"demo-{created:%Y%m%d}-{n}"
-            if await Order.find_one(Order.reference == reference) is None:
+            if await Order.find_one(Order.user_id == ids[who],
+                                    Order.reference == reference) is None:
                 await Order(user_id=ids[who], amount_cents=cents, currency=currency,
                             reference=reference, status="processed",
                             created_at=created).insert()

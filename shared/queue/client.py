@@ -118,8 +118,10 @@ class JobQueue:
         run_at: datetime | None = None,
         priority: str | None = None,
         correlation_id: str | None = None,
+        profile: dict[str, str] | None = None,
     ) -> EnqueuedJob:
         """Validate ``payload`` against the catalogue and enqueue job ``name`` for ``owner``.
+        ``profile``: the caller's e-mail and name claims, handed to the job with its owner.
 
         The same ``job_id`` (or the same ``idempotency_key`` from the same owner) while the
         job is remembered returns the existing job instead of creating a second one; the
@@ -150,7 +152,9 @@ class JobQueue:
         meta = JobMeta(name=spec.name, owner=owner, created_ms=created_ms,
                        payload=encode_payload(data), digest=payload_digest(data),
                        ttl_s=self._meta_ttl(spec, delay), correlation_id=correlation_id or "",
-                       priority=prio, run_at_ms=run_at_ms, steps=",".join(step_ids))
+                       priority=prio, run_at_ms=run_at_ms, steps=",".join(step_ids),
+                       caller_email=(profile or {}).get("email") or "",
+                       caller_name=(profile or {}).get("name") or "")
         steps = tuple((step_id, meta.for_step(step_name, job_id))
                       for step_name, step_id in zip(spec.steps[:-1], step_ids[:-1], strict=True))
         plan = Plan(job_id, meta, steps, caller_chosen_id=chosen)

@@ -42,6 +42,10 @@ class JobMeta:
     steps: str = ""
     pipeline: str = ""
     published: bool = False
+    # The caller's e-mail and name claims, when the token had them (see
+    # ``shared.jobs.PROFILE_CLAIMS``): kept so a replay or repair publishes the same context.
+    caller_email: str = ""
+    caller_name: str = ""
     # 2 from the crash-safe enqueue on; 1: written by an earlier version (a job whose
     # task may be in the old binary format, and which was published: it had no other way
     # to be written).
@@ -59,6 +63,8 @@ class JobMeta:
                    run_at_ms=int(data.get("run_at_ms") or 0),
                    steps=str(data.get("steps") or ""), pipeline=str(data.get("pipeline") or ""),
                    published=bool(data.get("published", True)),
+                   caller_email=str(data.get("caller_email") or ""),
+                   caller_name=str(data.get("caller_name") or ""),
                    version=int(data.get("version") or 1))
 
     @property
@@ -81,6 +87,11 @@ class JobMeta:
         """The metadata of one of this pipeline's steps (same owner, payload, context).
         A step's publication is its pipeline's: it is published with the whole chain."""
         return replace(self, name=name, steps="", pipeline=pipeline_id, published=True)
+
+    @property
+    def profile(self) -> dict[str, str]:
+        """The caller's profile claims, as :func:`shared.jobs.job_context` takes them."""
+        return {"email": self.caller_email, "name": self.caller_name}
 
     def marked_published(self) -> JobMeta:
         return replace(self, published=True)

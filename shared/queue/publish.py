@@ -61,7 +61,7 @@ class Plan:
 def build_task(streaq: Worker[Any], job_id: str, meta: JobMeta) -> Task[Any, Any]:
     """The Streaq task (a pipeline's last step) that publishes the job ``meta`` describes."""
     spec = CATALOGUE[meta.name]
-    context = job_context(meta.owner, meta.correlation_id)
+    context = job_context(meta.owner, meta.correlation_id, meta.profile)
     delay_ms = max(0, meta.run_at_ms - now_ms()) if meta.run_at_ms else 0
     delay = timedelta(milliseconds=delay_ms) if delay_ms else None
     priority = meta.priority or spec.priority

@@ -67,7 +67,8 @@ async def test_every_job_by_name_from_a_lean_process(
     s = shared_settings
     s3 = s3_client(s)
     # GIVEN users, an order from yesterday, an expired session, and an uploaded photo
-    ada = await User(email=f"ada-{s.queue_name}@example.com", display_name="Ada").insert()
+    ada = await User(email=f"ada-{s.queue_name}@example.com", display_name="Ada",
+                     subject=f"ada-{s.queue_name}").insert()
     yesterday = datetime.now(UTC) - timedelta(days=1)
     await Order(user_id=str(ada.id), amount_cents=1250, currency="EUR",
                 reference=f"seed-{s.queue_name}", status="processed",
@@ -77,11 +78,11 @@ async def test_every_job_by_name_from_a_lean_process(
     photo_key = f"uploads/{ada.id}/upload0001/holiday photo (1).jpg"
     s3.put_object(Bucket=s.uploads_bucket, Key=photo_key, Body=_jpeg_rotated(),
                   ContentType="image/jpeg")
-    owner = str(ada.id)
+    owner = str(ada.subject)  # the jobs act for Ada: her user is bound to this subject
     uid = str(ada.id)
     with slow_server() as (base, _handler):
         requests = [
-            {"name": "send_welcome_email", "payload": {"user_id": uid}},
+            {"name": "send_welcome_email", "payload": {}},
             {"name": "send_password_reset",
              "payload": {"user_id": uid, "token": "reset_token_0123456789"}},
             {"name": "send_daily_digest", "payload": {}},
@@ -93,7 +94,7 @@ async def test_every_job_by_name_from_a_lean_process(
             {"name": "sweep_pending_blobs", "payload": {"older_than_hours": 24}},
             {"name": "fetch_external_data", "payload": {"url": f"{base}/slow/0"}},
             {"name": "place_order",
-             "payload": {"user_id": uid, "amount_cents": 999, "currency": "EUR",
+             "payload": {"amount_cents": 999, "currency": "EUR",
                          "reference": f"demo-{s.queue_name}"}},
         ]
         worker = WorkerProcess(s, tmp_path / "worker", "--processes", "2")

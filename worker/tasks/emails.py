@@ -1,8 +1,9 @@
 """E-mail jobs: welcome, password reset, and the daily digest of yesterday's orders.
 
-Delivery is at least once, so each send is remembered in Redis for the idempotency window:
-a re-run of the same job (a reclaimed task, a retry after the send succeeded) returns the
-first run's message id instead of mailing the person again.
+Delivery is at least once. The welcome e-mail (and the order confirmation) is sent once,
+ever: its message id is stored on the User (the Order) once SES accepted it. A reset
+link is remembered in Redis for the idempotency window: a re-run of the same job returns
+the first run's message id instead of mailing the person again.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from beanie import PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.email import SenderNotVerified
-from shared.errors import PermanentJobError
-from shared.jobs import NoInput, PasswordResetInput, WelcomeEmailInput
+from shared.errors import PermanentJobError, TransientJobError
+from shared.jobs import CATALOGUE, NoInput, PasswordResetInput, WelcomeEmailInput
 from shared.models import Order, User
 from shared.queue import Keys
+from worker.accounts import caller_user
 from worker.context import WorkerContext
 from worker.tasks.base import job
 from worker.templates import mail
@@ -57,20 +59,45 @@ async def send_once(ctx: WorkerContext, what: str, to: str, message: mail.Messag
 
 
 async def require_user(user_id: str) -> User:
-    """The user, or a permanent failure naming the missing id."""
+    """The user, or a permanent failure that does not echo the id it was given."""
     user = await User.get(PydanticObjectId(user_id))
     if user is None:
-        raise PermanentJobError(f"no user {user_id}")
+        raise PermanentJobError("the user was not found")
     return user
 
 
 @job("send_welcome_email")
 async def send_welcome_email(ctx: WorkerContext, inp: WelcomeEmailInput) -> dict[str, Any]:
-    user = await require_user(inp.user_id)
-    message_id = await send_once(
-        ctx, f"welcome:{inp.user_id}", user.email, mail.welcome(user.display_name)
+    """Greet the caller's own user, once: a second job returns the first one's message id.
+    The id is stored after SES accepted the message (a crash in between re-sends)."""
+    user = await caller_user()
+    if user.welcome_message_id is None:
+        if not await _claim_welcome(user):
+            raise TransientJobError("the welcome e-mail is being sent by another job")
+        message = mail.welcome(user.display_name)
+        try:
+            message_id = await ctx.mailer.send(user.email, message.subject, message.html,
+                                               message.text)
+        except BaseException:
+            await user.set({User.welcome_claimed_at: None})  # a retry may send it
+            raise
+        await user.set({User.welcome_message_id: message_id})
+    else:
+        log.info("welcome e-mail already sent to user %s; not sending again", user.id)
+    return {"user_id": str(user.id), "message_id": user.welcome_message_id}
+
+
+async def _claim_welcome(user: User) -> bool:
+    """Claim the right to send ``user``'s welcome e-mail (one job at a time). A claim older
+    than the job's timeout was left by a job that died, and can be taken over."""
+    now = datetime.now(UTC)
+    stale = now - timedelta(seconds=CATALOGUE["send_welcome_email"].timeout_seconds)
+    claimed = await User.get_pymongo_collection().update_one(
+        {"_id": user.id, "welcome_message_id": None,
+         "$or": [{"welcome_claimed_at": None}, {"welcome_claimed_at": {"$lt": stale}}]},
+        {"$set": {"welcome_claimed_at": now}},
     )
-    return {"user_id": inp.user_id, "message_id": message_id}
+    return claimed.modified_count == 1
 
 
 @job("send_password_reset")

@@ -30,6 +30,7 @@ import httpx
 from shared.errors import PermanentJobError, TransientJobError
 from shared.jobs import FetchExternalInput
 from worker.context import WorkerContext
+from worker.retry_policy import current_job
 from worker.tasks.base import job
 
 MAX_REDIRECTS = 5
@@ -208,8 +209,10 @@ async def fetch_external_data(ctx: WorkerContext, inp: FetchExternalInput) -> di
         ) from exc
     except httpx.TransportError as exc:  # connection reset, protocol error, read timeout
         raise TransientJobError(f"fetching {url} failed: {type(exc).__name__}: {exc}") from exc
-    key = f"fetched/{hashlib.sha256(url.encode()).hexdigest()}"
-    blob = await ctx.blobs.put_bytes(key, body, content_type, kind="fetched")
+    # Keyed per owner: another caller fetching the same URL never overwrites this result.
+    owner = current_job().owner
+    key = f"fetched/{owner}/{hashlib.sha256(url.encode()).hexdigest()}"
+    blob = await ctx.blobs.put_bytes(key, body, content_type, owner=owner, kind="fetched")
     return {
         "url": url,
         "final_url": str(final_url),

@@ -2,7 +2,9 @@
 
 MongoDB does the counting (one aggregation; no order is loaded into Python), the files are
 rendered in a worker thread, and both land in the results bucket under keys derived from
-the input alone, so a re-run overwrites the same two objects instead of adding new ones.
+the job's owner and input, so a re-run overwrites the same two objects instead of adding new
+ones, and no other caller's job can overwrite them. Enqueueing it over HTTP needs the admin
+role (the API checks it): the totals are company-wide.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import anyio
 from shared.jobs import SalesReportInput
 from shared.models import Order
 from worker.context import WorkerContext
+from worker.retry_policy import current_job
 from worker.tasks.base import job
 from worker.templates.money import format_amount
 
@@ -35,10 +38,11 @@ class DayTotal:
     amount_cents: int
 
 
-def report_prefix(inp: SalesReportInput) -> str:
-    """``reports/{start}_{end}[_{currency}]``: the same input always names the same keys."""
+def report_prefix(owner: str, inp: SalesReportInput) -> str:
+    """``reports/{owner}/{start}_{end}[_{currency}]``: the same owner and input always name
+    the same keys, and two owners never share one."""
     suffix = f"_{inp.currency}" if inp.currency else ""
-    return f"reports/{inp.start_date.isoformat()}_{inp.end_date.isoformat()}{suffix}"
+    return f"reports/{owner}/{inp.start_date.isoformat()}_{inp.end_date.isoformat()}{suffix}"
 
 
 def _range_match(inp: SalesReportInput) -> dict[str, Any]:
@@ -131,11 +135,12 @@ async def generate_sales_report(ctx: WorkerContext, inp: SalesReportInput) -> di
     rows = await daily_totals(inp)
     csv_bytes = await anyio.to_thread.run_sync(render_csv, rows)
     pdf_bytes = await anyio.to_thread.run_sync(partial(render_pdf, inp, rows))
-    prefix = report_prefix(inp)
+    owner = current_job().owner
+    prefix = report_prefix(owner, inp)
     csv_blob = await ctx.blobs.put_bytes(f"{prefix}/sales.csv", csv_bytes,
-                                         "text/csv; charset=utf-8", kind="report")
+                                         "text/csv; charset=utf-8", owner=owner, kind="report")
     pdf_blob = await ctx.blobs.put_bytes(f"{prefix}/sales.pdf", pdf_bytes,
-                                         "application/pdf", kind="report")
+                                         "application/pdf", owner=owner, kind="report")
     return {
         "bucket": csv_blob.bucket,
         "csv_key": csv_blob.key,
