@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infra.local.testing import database, running_worker
 from shared.config import Settings
 from tests.leftovers import become_subreaper, kill_all, live_descendants
 
@@ -70,6 +72,7 @@ def moto_endpoint(offload_aws_endpoint: str) -> str:
     return offload_aws_endpoint
 
 
+# Built on `settings`, which test modules override (fetch limits, S3 options).
 @pytest.fixture
 def settings(offload_settings: Settings) -> Settings:
     """Settings for one test: its own queue, buckets and database; AWS is moto's server."""
@@ -77,19 +80,24 @@ def settings(offload_settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def mongo(offload_db: Any) -> Any:
+async def mongo(settings: Settings) -> AsyncIterator[Any]:
     """beanie initialised on the in-memory stand-in (or MONGODB_URI when set)."""
-    return offload_db
+    async with database(settings) as client:
+        yield client
 
 
 @pytest.fixture
-def worker(offload_worker: Any) -> Any:
+async def worker(settings: Settings, mongo: Any) -> AsyncIterator[Any]:
     """A real Streaq worker running every catalogue task for the test's duration (in the
     test's event loop, so it sees the same in-memory MongoDB as the test)."""
-    return offload_worker
+    async with running_worker(settings) as w:
+        yield w
 
 
 @pytest.fixture
-def queue(offload_queue: Any) -> Any:
+async def queue(settings: Settings) -> AsyncIterator[Any]:
     """A connected queue client (what the Lambdas use)."""
-    return offload_queue
+    from shared.queue import JobQueue
+
+    async with JobQueue(settings) as q:
+        yield q

@@ -145,6 +145,19 @@ async def run_job(settings: Settings, name: str, payload: dict[str, Any] | None 
 
 
 @asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[Any]:
+    """beanie initialised for ``settings`` (the in-memory stand-in unless ``mongodb_uri``
+    is set) for the block; the client."""
+    from shared.db import close_db, init_db
+
+    client = await init_db(settings)
+    try:
+        yield client
+    finally:
+        await close_db(client)
+
+
+@asynccontextmanager
 async def running_worker(settings: Settings,
                          concurrency: int = TEST_WORKER_CONCURRENCY) -> AsyncIterator[Worker[Any]]:
     """A real Streaq worker for every catalogue task, running in this event loop (so it sees
@@ -270,11 +283,8 @@ def offload_settings(offload_redis_url: str, offload_aws_endpoint: str) -> Setti
 
 @pytest.fixture
 async def offload_db(offload_settings: Settings) -> AsyncIterator[Any]:
-    from shared.db import close_db, init_db
-
-    client = await init_db(offload_settings)
-    yield client
-    await close_db(client)
+    async with database(offload_settings) as client:
+        yield client
 
 
 @pytest.fixture
