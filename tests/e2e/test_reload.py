@@ -71,6 +71,7 @@ def test_a_generated_job_runs_through_the_api_and_reloads_when_edited(tmp_path: 
             wait_for(lambda: "reload: done" in log.read_text(), 60, "the reload", log)
             # THEN the next run returns the new value
             second = run_job(client, "two")
+            print(*[ln for ln in log.read_text().splitlines() if "reload:" in ln], sep="\n")
             assert second["edited"] is True
             assert second["key"].startswith(f"tally_words/{state.sub}/")
     finally:
