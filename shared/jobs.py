@@ -227,6 +227,29 @@ CATALOGUE: dict[str, JobSpec] = {
     )
 }
 
+
+
+def _add_team_jobs(catalogue: dict[str, JobSpec]) -> None:
+    """Add the entries of ``shared/catalogue/``: one module per job a team added
+    (``offload new-job``), each with a module-level ``SPEC``. Imported here so the API,
+    the scheduler and the worker all see the same catalogue with no other edit."""
+    import importlib
+    import pkgutil
+
+    import shared.catalogue as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        spec = getattr(module, "SPEC", None)
+        if not isinstance(spec, JobSpec):
+            raise TypeError(f"{module.__name__} must define SPEC = JobSpec(...)")
+        if spec.name in catalogue:
+            raise ValueError(f"job {spec.name!r} ({module.__name__}) is already in the catalogue")
+        catalogue[spec.name] = spec
+
+
+_add_team_jobs(CATALOGUE)
+
 for _spec in CATALOGUE.values():
     assert _NAME.match(_spec.name), _spec.name
     assert all(step in CATALOGUE and not CATALOGUE[step].steps for step in _spec.steps)

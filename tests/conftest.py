@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
-from infra.local.private_redis import RedisServer, free_port
+from infra.local.testing import database, running_worker
 from shared.config import Settings
 from tests.leftovers import become_subreaper, kill_all, live_descendants
+
+pytest_plugins = ["infra.local.testing"]
 
 EVENTS = Path(__file__).parent / "events"
 
@@ -61,93 +60,38 @@ def load_event(name: str) -> dict[str, Any]:
     return data
 
 
+# The suite's services and helpers are the public testing module's (infra.local.testing), so
+# what users import to test their own jobs is what runs every test here.
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    if shutil.which("redis-server"):
-        server = RedisServer()
-        server.start()
-        yield server.url
-        server.stop()
-    elif os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]  # per-test queue names keep us apart; never flushed
-    else:
-        pytest.fail("no redis-server on PATH and no REDIS_URL: install Redis >= 7")
+def redis_url(offload_redis_url: str) -> str:
+    return offload_redis_url
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def moto_endpoint(offload_aws_endpoint: str) -> str:
+    return offload_aws_endpoint
 
 
+# Built on `settings`, which test modules override (fetch limits, S3 options).
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def settings(redis_url: str, moto_endpoint: str) -> Settings:
+def settings(offload_settings: Settings) -> Settings:
     """Settings for one test: its own queue, buckets and database; AWS is moto's server."""
-    from shared.aws import s3_client, ses_client
-
-    tag = uuid.uuid4().hex[:10]
-    s = Settings(
-        env="test",
-        redis_url=redis_url,
-        queue_name=f"test-{tag}",
-        aws_endpoint_url=moto_endpoint,
-        uploads_bucket=f"uploads-{tag}",
-        results_bucket=f"results-{tag}",
-        ses_sender="no-reply@offload.example.com",
-        mongodb_uri=os.environ.get("MONGODB_URI", ""),
-        mongodb_database=f"offload_test_{tag}",
-        worker_grace_period_seconds=5,
-        fetch_allowed_hosts=("127.0.0.1",),
-    )
-    s3 = s3_client(s)
-    for bucket in (s.uploads_bucket, s.results_bucket):
-        s3.create_bucket(
-            Bucket=bucket,
-            CreateBucketConfiguration={"LocationConstraint": s.aws_region},  # type: ignore[typeddict-item]
-        )
-    ses_client(s).verify_email_identity(EmailAddress=s.ses_sender)
-    return s
+    return offload_settings
 
 
 @pytest.fixture
 async def mongo(settings: Settings) -> AsyncIterator[Any]:
     """beanie initialised on the in-memory stand-in (or MONGODB_URI when set)."""
-    from shared.db import close_db, init_db
-
-    client = await init_db(settings)
-    yield client
-    await close_db(client)
+    async with database(settings) as client:
+        yield client
 
 
 @pytest.fixture
 async def worker(settings: Settings, mongo: Any) -> AsyncIterator[Any]:
-    """A real Streaq worker running every catalogue task for the test's duration.
-
-    It shares the test's event loop, so it sees the same in-memory MongoDB as the test.
-    """
-    from worker.app import build_worker
-
-    w = build_worker(settings, concurrency=8)
-    w.handle_signals = False
-    async with anyio.create_task_group() as tg:
-        await tg.start(w.run_async)
+    """A real Streaq worker running every catalogue task for the test's duration (in the
+    test's event loop, so it sees the same in-memory MongoDB as the test)."""
+    async with running_worker(settings) as w:
         yield w
-        # Let jobs a test left running finish (bounded), so cancelling the worker does not
-        # cut their Redis writes mid-pipeline.
-        with anyio.move_on_after(10):
-            while w.running():
-                await anyio.sleep(0.05)
-        tg.cancel_scope.cancel()
 
 
 @pytest.fixture

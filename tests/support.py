@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-
-def ses_messages(endpoint: str, to: str | None = None) -> list[dict[str, Any]]:
-    """Every message moto's SES accepted (for ``to`` when given), read over its state API."""
-    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=10) as response:
-        messages: list[dict[str, Any]] = json.load(response)["ses"].get("Message", [])
-    if to is None:
-        return messages
-    return [m for m in messages if to in m["destinations"].get("ToAddresses", [])]
 
 
 def address(name: str) -> str:

@@ -9,9 +9,10 @@ from typing import Any
 import anyio
 import pytest
 
+from infra.local.testing import sent_emails
 from shared.config import Settings
 from shared.models import Order, User
-from tests.support import address, ses_messages
+from tests.support import address
 from worker.accounts import NO_ACCOUNT
 from worker.tasks import emails
 from worker.tasks.emails import previous_utc_day
@@ -38,7 +39,7 @@ async def test_welcome_email_is_sent_to_the_user(
     # THEN it is done, and SES holds exactly one message with the name escaped
     assert view.status == "done", view.error
     assert view.result["user_id"] == str(user.id)
-    sent = ses_messages(moto_endpoint, user.email)
+    sent = sent_emails(moto_endpoint, user.email)
     assert [m["id"] for m in sent] == [view.result["message_id"]]
     assert sent[0]["subject"] == "Welcome to Offload"
     assert "&lt;b&gt;Ada&lt;/b&gt;" in sent[0]["body"]
@@ -80,7 +81,7 @@ async def test_first_job_creates_the_callers_user_from_the_token_claims(
     assert user is not None
     assert (user.email, user.display_name) == (email, "Newcomer")
     assert view.result["user_id"] == str(user.id)
-    assert [m["id"] for m in ses_messages(moto_endpoint, email)] == [view.result["message_id"]]
+    assert [m["id"] for m in sent_emails(moto_endpoint, email)] == [view.result["message_id"]]
 
 
 async def test_password_reset_mails_the_link_once_per_token(
@@ -98,7 +99,7 @@ async def test_password_reset_mails_the_link_once_per_token(
     # THEN both are done with the same message, and SES sent one e-mail holding the link
     assert first_view.status == second_view.status == "done"
     assert first_view.result["message_id"] == second_view.result["message_id"]
-    sent = ses_messages(moto_endpoint, user.email)
+    sent = sent_emails(moto_endpoint, user.email)
     assert len(sent) == 1
     assert f'href="{settings.password_reset_url_base}{token}"' in sent[0]["body"]
     # AND a new token is a new e-mail
@@ -107,7 +108,7 @@ async def test_password_reset_mails_the_link_once_per_token(
         (await queue.enqueue("send_password_reset", other, owner="u1")).id, "u1", timeout=30
     )
     assert third.status == "done"
-    assert len(ses_messages(moto_endpoint, user.email)) == 2
+    assert len(sent_emails(moto_endpoint, user.email)) == 2
 
 
 async def _order(user: User, amount: int, currency: str, at: datetime) -> None:
@@ -152,15 +153,15 @@ async def test_daily_digest_counts_sent_skipped_and_failed_and_does_not_resend(
     # THEN Ada, Bob and Fay got one digest each, Cy was skipped, Eve's failed
     assert view.status == "done", view.error
     assert view.result == {"day": day.isoformat(), "sent": 3, "skipped": 1, "failed": 1}
-    [ada_mail] = ses_messages(moto_endpoint, ada.email)
+    [ada_mail] = sent_emails(moto_endpoint, ada.email)
     assert ada_mail["subject"] == f"Your Offload orders on {day.isoformat()}"
     assert "<li>2 orders: 12.34 EUR</li>" in ada_mail["body"]
     assert "<li>1 order: 500 JPY</li>" in ada_mail["body"]
-    [bob_mail] = ses_messages(moto_endpoint, bob.email)
+    [bob_mail] = sent_emails(moto_endpoint, bob.email)
     assert "<li>1 order: 7.00 USD</li>" in bob_mail["body"]
     assert "9.00" not in bob_mail["body"]
-    assert ses_messages(moto_endpoint, cy.email) == []
-    assert ses_messages(moto_endpoint, dee.email) == []
+    assert sent_emails(moto_endpoint, cy.email) == []
+    assert sent_emails(moto_endpoint, dee.email) == []
 
     # WHEN it runs again for the same day
     again = await queue.wait(
@@ -169,7 +170,7 @@ async def test_daily_digest_counts_sent_skipped_and_failed_and_does_not_resend(
     # THEN nobody is mailed twice; the failed user is tried again (and fails again)
     assert again.status == "done", again.error
     assert again.result == {"day": day.isoformat(), "sent": 0, "skipped": 4, "failed": 1}
-    assert len(ses_messages(moto_endpoint, ada.email)) == 1
+    assert len(sent_emails(moto_endpoint, ada.email)) == 1
 
 
 async def test_daily_digest_with_an_unverified_sender_fails_the_job(

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from infra.local.testing import s3_objects
 from shared.aws import s3_client
 from shared.config import Settings
 from shared.models import Blob
@@ -142,8 +143,8 @@ async def test_fetch_stores_the_body_as_a_blob(
         "sha256": hashlib.sha256(body).hexdigest(), "bucket": settings.results_bucket,
         "key": key, "content_type": "text/plain; charset=utf-8",
     }
-    stored = s3_client(settings).get_object(Bucket=settings.results_bucket, Key=key)
-    assert stored["Body"].read() == body
+    assert s3_objects(settings, key) == {key: body}
+    stored = s3_client(settings).head_object(Bucket=settings.results_bucket, Key=key)
     assert stored["ContentType"] == "text/plain; charset=utf-8"
     blob = await Blob.find_one(Blob.key == key)
     assert blob is not None

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from beanie import PydanticObjectId
 
+from infra.local.testing import sent_emails
 from shared.models import Order, User
-from tests.support import address, ses_messages
+from tests.support import address
 from worker.accounts import NO_ACCOUNT
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +47,7 @@ async def test_place_order_runs_the_three_steps_and_mails_the_confirmation(
     # AND the order was recorded and marked notified, with the e-mail sent
     assert (order.user_id, order.amount_cents, order.currency, order.status) == (
         str(user.id), 4250, "EUR", "notified")
-    [sent] = ses_messages(moto_endpoint, user.email)
+    [sent] = sent_emails(moto_endpoint, user.email)
     assert sent["id"] == view.result["message_id"]
     assert sent["subject"] == f"Order {payload['reference']} confirmed"
     assert "42.50 EUR" in sent["body"]
@@ -123,7 +124,7 @@ async def test_notify_order_twice_sends_one_email(
         views.append(await queue.wait(job.id, "u1", timeout=30))
     assert [v.status for v in views] == ["done", "done"]
     assert views[0].result == views[1].result
-    assert len(ses_messages(moto_endpoint, user.email)) == 1
+    assert len(sent_emails(moto_endpoint, user.email)) == 1
     stored = await Order.get(order.id)
     assert stored is not None
     assert stored.status == "notified"

@@ -43,6 +43,9 @@ def _add_dev(add_parser: AddParser) -> None:
     p.add_argument("--template", type=Path, default=None, help="the SAM template to mirror")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this one exits (for tools)")
+    p.add_argument("--no-reload", action="store_true",
+                   help="do not restart workers and handlers when worker/, shared/ or "
+                        "functions/ change")
     p.set_defaults(func=_dev)
 
 
@@ -89,7 +92,8 @@ def _dev(args: argparse.Namespace) -> int:
 
     options = DevOptions(port=args.port, ui_port=args.ui_port, workers=args.workers,
                          api_concurrency=max(1, args.api_concurrency), fire=args.fire,
-                         token=args.token, exit_with_parent=args.exit_with_parent)
+                         token=args.token, exit_with_parent=args.exit_with_parent,
+                         reload=not args.no_reload)
     if args.template is not None:
         options.template = args.template.resolve()
     return run_dev(options)

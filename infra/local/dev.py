@@ -66,6 +66,7 @@ class DevOptions:
     ready_timeout: float = 90.0
     grace: float = 4.0
     exit_with_parent: bool = False  # for tools that start a stack for themselves
+    reload: bool = False  # restart workers/handlers when their code changes (`offload dev`)
 
 
 @dataclass
@@ -357,6 +358,8 @@ def banner(stack: Stack, state: StackState, took: float) -> str:
         ("Fixtures", f"{state.fixtures_url}/rates.json   (allow-listed for "
                      f"fetch_external_data; /slow?seconds=N trickles)"),
         ("Workers", f"{workers} process{'es' if workers != 1 else ''}"),
+        ("Reload", "on: worker/, shared/, functions/ changes restart what runs them"
+                   if stack.options.reload else "off (--no-reload)"),
         ("Schedules", sched),
         ("State", str(state_file())),
     ]
@@ -437,6 +440,8 @@ def run_dev(options: DevOptions, out: Any = None) -> int:
         state = stack_state(stack, sup)
         state.save()
         log.raw(banner(stack, state, time.monotonic() - started))
+        if options.reload:
+            _start_reload(stack, sup, stop)
         for name in options.fire:
             fire_schedule(state, name, sup.say)
         code = _supervise(sup, stop)
@@ -456,6 +461,29 @@ def run_dev(options: DevOptions, out: Any = None) -> int:
         sup.say(f"stopped in {time.monotonic() - took:.1f} s{forced}")
         lock.close()
     return code
+
+
+def _start_reload(stack: Stack, sup: Supervisor, stop: threading.Event) -> None:
+    from infra.local.reload import start_watching
+
+    sup.park_on_failure = True
+    workers: list[str] = [n for n in ("worker", "streaq-ui") if n in sup.children]
+    containers = [plan.component(i) for plan in stack.functions.values()
+                  for i in range(len(plan.ports))]
+
+    def restart(names: list[str], changed: list[Path]) -> None:
+        shown = ", ".join(str(p.relative_to(c.REPO_ROOT)) for p in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        sup.say(f"reload: {shown}{more} changed; restarting {', '.join(names)}")
+        took = time.monotonic()
+        try:
+            sup.restart(names, grace=stack.options.grace, timeout=stack.options.ready_timeout)
+        except StartupError as exc:  # e.g. a syntax error: the next save tries again
+            sup.say(f"reload: {exc}")
+            return
+        sup.say(f"reload: done in {time.monotonic() - took:.1f} s")
+
+    start_watching(c.REPO_ROOT, restart, workers, containers, stop)
 
 
 def _install_signals(stop: threading.Event, sup: Supervisor) -> None:

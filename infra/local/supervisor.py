@@ -107,6 +107,13 @@ class Supervisor:
         self.log = log
         self.children: dict[str, Child] = {}
         self._stopping = threading.Event()
+        # Held while children are restarted on purpose (reload), so the crash check never
+        # sees them down and shutdown never races a restart.
+        self._lock = threading.RLock()
+        # With reload on, a component that keeps failing (say, a syntax error being edited)
+        # waits for the next change instead of stopping the stack.
+        self.park_on_failure = False
+        self.parked: set[str] = set()
 
     def say(self, text: str) -> None:
         self.log.line("offload", text)
@@ -178,21 +185,54 @@ class Supervisor:
 
     def check(self) -> str | None:
         """Restart crashed stateless children; the reason to stop when a vital one died."""
+        with self._lock:
+            return self._check()
+
+    def _check(self) -> str | None:
         for name, child in list(self.children.items()):
             code = child.proc.poll()
-            if code is None or self._stopping.is_set():
+            if code is None or self._stopping.is_set() or name in self.parked:
                 continue
+            reason = None
             if not child.spec.restart:
-                return f"{name} exited with code {code}; its last output:\n{child.last_lines()}"
-            now = time.monotonic()
-            child.restarts[:] = [t for t in child.restarts if now - t < 60] + [now]
-            if len(child.restarts) > 5:
-                return f"{name} crashed {len(child.restarts)} times in a minute; giving up"
+                reason = f"{name} exited with code {code}; its last output:\n{child.last_lines()}"
+            else:
+                now = time.monotonic()
+                child.restarts[:] = [t for t in child.restarts if now - t < 60] + [now]
+                if len(child.restarts) > 5:
+                    reason = f"{name} crashed {len(child.restarts)} times in a minute"
+            if reason is not None and self.park_on_failure:
+                self.parked.add(name)
+                self.say(f"{reason}\n{name} waits for the next code change (reload is on)")
+                continue
+            if reason is not None:
+                return f"{reason}; giving up" if child.spec.restart else reason
             self.say(f"{name} exited with code {code}; starting a new one")
             if child.pump is not None:
                 child.pump.join(timeout=1)
             self.start(child.spec)
         return None
+
+    def restart(self, names: Iterable[str], grace: float, timeout: float) -> None:
+        """Stop the named children as at shutdown (SIGTERM to the group, so workers hand on
+        their jobs; SIGKILL after ``grace``), start them again from their specs, and wait
+        until they are ready (StartupError when one is not)."""
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            children = [self.children[n] for n in names if n in self.children]
+            self._terminate(children, time.monotonic() + grace)
+            for child in children:
+                if child.proc.poll() is None or _group_alive(child.pid):
+                    _signal_group(child.pid, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.proc.wait(timeout=2)
+                if child.pump is not None:
+                    child.pump.join(timeout=1)
+                child.restarts.clear()
+                self.parked.discard(child.spec.name)
+                self.start(child.spec)
+        self.wait_ready([c.spec.name for c in children], timeout, self._stopping)
 
     # --- stop ------------------------------------------------------------------------
 
@@ -202,6 +242,10 @@ class Supervisor:
         Returns the PIDs that needed SIGKILL.
         """
         self._stopping.set()
+        with self._lock:
+            return self._stop_all(grace)
+
+    def _stop_all(self, grace: float) -> list[int]:
         deadline = time.monotonic() + grace
         apps = [c for c in self.children.values() if not c.spec.service]
         services = [c for c in self.children.values() if c.spec.service]

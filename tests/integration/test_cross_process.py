@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
+from infra.local.testing import sent_emails
 from shared.aws import s3_client
 from shared.config import Settings
 from tests.integration.procs import WorkerProcess, settings_env, slow_server
-from tests.support import ses_messages
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -116,7 +116,7 @@ async def test_every_job_by_name_from_a_lean_process(
     # AND every job succeeded
     assert {n: v["status"] for n, v in views.items()} == {r["name"]: "done" for r in requests}
     # AND their effects are real: e-mails in SES (welcome, reset, digest, order confirmation)
-    assert len(ses_messages(moto_endpoint, ada.email)) == 4
+    assert len(sent_emails(moto_endpoint, ada.email)) == 4
     assert views["send_daily_digest"]["result"]["sent"] >= 1
     # report files and image variants in the results bucket
     result = views["generate_sales_report"]["result"]

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from beanie import PydanticObjectId
 
+from infra.local.testing import sent_emails
 from shared.aws import s3_client
 from shared.config import Settings
 from shared.models import Order, User
 from shared.queue import Keys
-from tests.support import address, ses_messages
+from tests.support import address
 from tests.test_api import Api, LambdaContainer, assert_error, http_event, to_response
 from tests.test_api import LambdaContext as FakeLambdaContext
 
@@ -85,8 +86,8 @@ async def test_a_welcome_email_over_http_greets_only_the_caller(
     view = await queue.wait(created.json["id"], bob.subject, timeout=30)
     assert view.status == "done", view.error
     assert view.result["user_id"] == str(bob.id)
-    assert len(ses_messages(moto_endpoint, bob.email)) == 1
-    assert ses_messages(moto_endpoint, alice.email) == []
+    assert len(sent_emails(moto_endpoint, bob.email)) == 1
+    assert sent_emails(moto_endpoint, alice.email) == []
 
 
 async def test_the_caller_profile_claims_create_the_callers_user(
@@ -127,7 +128,7 @@ async def test_another_users_order_and_a_missing_one_fail_alike(
     # THEN both fail with the same message, naming no id, and Alice was not e-mailed
     assert errors[0] == errors[1]
     assert str(theirs.id) not in str(errors[0]) and missing not in str(errors[1])
-    assert ses_messages(moto_endpoint, alice.email) == []
+    assert sent_emails(moto_endpoint, alice.email) == []
 
 
 async def test_a_caller_without_account_learns_nothing_about_other_users(
@@ -184,7 +185,7 @@ async def test_the_welcome_email_is_sent_once_even_after_the_idempotency_window(
     # THEN no second e-mail is sent: the first one's id is returned
     assert again_view.status == "done", again_view.error
     assert again_view.result["message_id"] == first_view.result["message_id"]
-    assert len(ses_messages(moto_endpoint, user.email)) == 1
+    assert len(sent_emails(moto_endpoint, user.email)) == 1
 
 
 async def test_concurrent_welcome_jobs_send_one_email(
@@ -198,7 +199,7 @@ async def test_concurrent_welcome_jobs_send_one_email(
     # THEN all are done with the same message id, and one e-mail was sent
     assert [v.status for v in views] == ["done"] * 3, [v.error for v in views]
     assert len({v.result["message_id"] for v in views}) == 1
-    assert len(ses_messages(moto_endpoint, user.email)) == 1
+    assert len(sent_emails(moto_endpoint, user.email)) == 1
 
 
 async def test_two_owners_reports_of_one_range_never_share_an_object(
