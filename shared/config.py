@@ -86,6 +86,10 @@ class Settings(BaseSettings):
 
     # In AWS, Lambdas get secrets as Secrets Manager ARNs (their environment is visible in
     # the console); get_settings() resolves them into redis_url / signing_secret at cold start.
+    # The console's sign-in (functions/routes/console.py): the Cognito hosted UI's domain
+    # (https://...) and the console's public app client.
+    cognito_domain: str = ""
+    console_client_id: str = ""
     redis_url_secret_arn: str = ""
     signing_secret_arn: str = ""
 

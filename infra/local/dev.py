@@ -308,6 +308,7 @@ def _gateway_config(stack: Stack) -> Path:
     config = GatewayConfig(
         port=stack.ports.api, routes=routes, tokens=stack.tokens, pools=pools,
         timeouts={p.function.logical_id: p.function.timeout for p in stack.functions.values()},
+        aws_endpoint_url=stack.settings_env["OFFLOAD_AWS_ENDPOINT_URL"],
     )
     return _write_private(state_dir() / "gateway.json", asdict(config))
 
