@@ -83,7 +83,8 @@ def console(browser: Any, stack: DevStack) -> Iterator[Console]:
     assert seen.requests, "the page made no request at all"
 
 
-def wait_for_status(client: ApiClient, job_id: str, wanted: set[str], timeout: float = 60) -> dict[str, Any]:
+def wait_for_status(client: ApiClient, job_id: str, wanted: set[str],
+                    timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     view: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -150,8 +151,8 @@ def test_an_uploaded_jpeg_shows_both_thumbnails(console: Console, tmp_path: Path
 
 def test_a_slow_job_is_aborted_from_its_page(console: Console) -> None:
     with console.stack.client() as client:
-        job_id = client.enqueue("fetch_external_data",
-                                {"url": f"{console.stack.state.fixtures_url}/slow?seconds=60"})["id"]
+        slow = f"{console.stack.state.fixtures_url}/slow?seconds=60"
+        job_id = client.enqueue("fetch_external_data", {"url": slow})["id"]
         wait_for_status(client, job_id, {"running"}, timeout=30)
     console.open(f"#/jobs/{job_id}")
     console.page.click("#abort")
@@ -170,7 +171,8 @@ def test_dead_letters_are_retried_together(console: Console) -> None:
         console.page.check(f"#dead-letters tr[data-job='{job_id}'] input[type='checkbox']")
     console.shot("dead-letters")
     console.page.click("#retry-selected")
-    console.page.wait_for_function("() => document.querySelectorAll('#retry-status li a').length === 2")
+    console.page.wait_for_function(
+        "() => document.querySelectorAll('#retry-status li a').length === 2")
     console.page.click("#retry-status li a >> nth=0")
     console.page.wait_for_selector("h1 .badge")
 
