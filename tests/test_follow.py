@@ -121,9 +121,11 @@ async def test_progress_writes_are_throttled_but_the_end_is_always_written(
     reporter = ProgressReporter(queue.redis, keys, "a" * 32, 60)
     assert await reporter.report(0.1, "one")
     assert not await reporter.report(0.2, "two")  # within 0.5 s of the last write
-    assert (await read_progress(queue.redis, keys, "a" * 32)).message == "one"
+    stored = await read_progress(queue.redis, keys, "a" * 32)
+    assert stored is not None and stored.message == "one"
     assert await reporter.report(1.0, "done")
-    assert (await read_progress(queue.redis, keys, "a" * 32)).fraction == 1.0
+    stored = await read_progress(queue.redis, keys, "a" * 32)
+    assert stored is not None and stored.fraction == 1.0
     await anyio.sleep(0.55)
     assert await reporter.report(0.9, "later")
     assert 0 < await queue.redis.ttl(keys.progress("a" * 32)) <= 60
