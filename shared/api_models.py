@@ -101,6 +101,22 @@ class JobErrorPublic(PublicModel):
     message: str
 
 
+# How far a running job got, as the job last reported it.
+class ProgressPublic(PublicModel):
+    fraction: float = Field(ge=0, le=1, description="0 to 1.")
+    message: str = Field(description="What the job is doing.")
+    updated_at: datetime
+
+
+# A file the job wrote, with a short-lived presigned download URL (made at read time).
+class DownloadPublic(PublicModel):
+    name: str = Field(description="Also `GET /jobs/{id}/downloads/{name}` (302 to `url`).")
+    url: str = Field(description="Presigned S3 GET, valid until `expires_at`.")
+    expires_at: datetime
+    content_type: str
+    bytes: int
+
+
 # GET /jobs/{id}: everything a caller may know about one of their jobs.
 class JobPublic(PublicModel):
     id: str
@@ -117,6 +133,10 @@ class JobPublic(PublicModel):
     error: JobErrorPublic | None = None
     steps: list[str] = Field(default_factory=list, description="Step job ids of a pipeline.")
     links: JobLinks
+    downloads: list[DownloadPublic] = Field(
+        default_factory=list, description="The files in the result, each with a download URL.")
+    progress: ProgressPublic | None = Field(
+        default=None, description="The job's last reported progress, if it reported any.")
 
 
 # Links of a dead letter: the failed job, and how to enqueue it again.
@@ -137,9 +157,33 @@ class DeadLetterPublic(PublicModel):
     links: DeadLetterLinks
 
 
-# GET /jobs?status=failed: the caller's dead letters, newest first.
+# GET /dead-letters: the caller's dead letters, newest first.
 class DeadLetterPage(PublicModel):
     items: list[DeadLetterPublic]
+
+
+# What GET /jobs?status= filters on: a job state; `succeeded` is a finished job's `done`.
+JobListStatus = Literal["queued", "scheduled", "running", "succeeded", "done", "failed",
+                        "aborted"]
+
+
+# One job in GET /jobs.
+class JobSummary(PublicModel):
+    id: str
+    name: str
+    status: JobStatus
+    tries: int
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = Field(default=None, description="`Type: message`, when it failed.")
+
+
+# GET /jobs: a page of the caller's jobs, newest first.
+class JobSummaryPage(PublicModel):
+    items: list[JobSummary]
+    next: str | None = Field(description="Pass as `next` for the following page; null at "
+                                         "the end. A page may be short and still have one.")
 
 
 # --- uploads -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 import anyio
 
 from shared import s3 as s3ops
+from shared.blob_ref import BlobRef
 from shared.config import Settings
 from shared.errors import PermanentJobError
 
@@ -48,6 +49,11 @@ class BlobLabels(TypedDict, total=False):
     bucket: str | None  # default: the results bucket
     owner: str | None  # the caller the object belongs to
     kind: str | None  # what it is ("report", "thumbnail"...), for listing
+
+
+def blob_ref(blob: Blob, name: str) -> dict[str, Any]:
+    """The result entry that offers ``blob`` for download as ``name`` (see ``BlobRef``)."""
+    return BlobRef(name, blob.bucket, blob.key, blob.content_type, blob.size or 0).to_json()
 
 
 class BlobService:

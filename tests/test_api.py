@@ -414,7 +414,7 @@ def test_another_caller_cannot_see_abort_or_retry_my_job(
     assert_error(api("DELETE", f"/jobs/{job_id}", sub=OTHER), 404, "not_found")
     _dead_letter(container, job_id, SUB)
     assert_error(api("POST", f"/jobs/{job_id}/retry", sub=OTHER), 404, "not_found")
-    assert api("GET", "/jobs", query={"status": "failed"}, sub=OTHER).json == {"items": []}
+    assert api("GET", "/dead-letters", sub=OTHER).json == {"items": []}
     # and the owner still can
     assert api("GET", f"/jobs/{job_id}").status == 200
 
@@ -456,7 +456,7 @@ def test_dead_letters_are_listed_and_retried_once(api: Api, container: LambdaCon
     job_id = api("POST", "/jobs/generate_sales_report", body=REPORT).json["id"]
     _dead_letter(container, job_id, SUB)
 
-    listed = api("GET", "/jobs", query={"status": "failed"})
+    listed = api("GET", "/dead-letters")
     assert listed.status == 200
     [item] = listed.json["items"]
     assert item["id"] == job_id
@@ -468,13 +468,17 @@ def test_dead_letters_are_listed_and_retried_once(api: Api, container: LambdaCon
     assert retried.status == 202
     assert retried.json["id"] != job_id
     assert api("GET", f"/jobs/{retried.json['id']}").json["status"] == "queued"
-    assert api("GET", "/jobs", query={"status": "failed"}).json == {"items": []}
+    assert api("GET", "/dead-letters").json == {"items": []}
     assert_error(api("POST", f"/jobs/{job_id}/retry"), 404, "not_found")
 
 
-def test_listing_other_statuses_is_422(api: Api) -> None:
-    assert_error(api("GET", "/jobs", query={"status": "done"}), 422, "validation_failed")
-    assert_error(api("GET", "/jobs"), 422, "validation_failed")
+def test_listing_an_unknown_status_or_a_forged_cursor_is_422(api: Api) -> None:
+    assert_error(api("GET", "/jobs", query={"status": "exploded"}), 422, "validation_failed")
+    error = assert_error(api("GET", "/jobs", query={"next": "bm90LWEtY3Vyc29y"}), 422,
+                         "validation_failed")
+    assert error["details"][0]["loc"] == ["query", "next"]
+    assert api("GET", "/jobs", query={"status": "succeeded"}).json == {"items": [],
+                                                                        "next": None}
 
 
 # --- long-poll -------------------------------------------------------------------------------
@@ -572,7 +576,8 @@ def test_openapi_json_and_swagger_ui(api: Api) -> None:
     schema = document.json
     assert schema["openapi"].startswith("3.")
     assert {"/jobs/{name}", "/jobs/{job_id}", "/jobs", "/jobs/{job_id}/retry", "/uploads",
-            "/health"} <= set(schema["paths"])
+            "/health", "/dead-letters", "/jobs/{job_id}/downloads/{file_name}"} <= set(
+        schema["paths"])
     titles = {s["title"] for s in schema["components"]["schemas"]["JobCreate"]["anyOf"]}
     assert titles == {"send_welcome_email", "generate_sales_report", "fetch_external_data",
                       "place_order"}
@@ -606,6 +611,7 @@ def redis_down(settings: Settings) -> Iterator[Api]:
         ("GET", "/jobs/" + "0" * 32, {}),
         ("DELETE", "/jobs/" + "0" * 32, {}),
         ("GET", "/jobs", {"query": {"status": "failed"}}),
+        ("GET", "/dead-letters", {}),
         ("POST", "/jobs/" + "0" * 32 + "/retry", {}),
     ],
 )
@@ -739,7 +745,7 @@ async def test_a_job_that_fails_for_good_reports_its_error_and_is_a_dead_letter(
     assert failed["status"] == "failed"
     assert failed["error"]["type"] == "PermanentJobError"
     assert "404" in failed["error"]["message"]
-    letters = (await api.acall("GET", "/jobs", query={"status": "failed"})).json["items"]
+    letters = (await api.acall("GET", "/dead-letters")).json["items"]
     assert [letter["id"] for letter in letters] == [job_id]
     retried = await api.acall("POST", f"/jobs/{job_id}/retry")
     assert retried.status == 202

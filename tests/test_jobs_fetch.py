@@ -142,6 +142,8 @@ async def test_fetch_stores_the_body_as_a_blob(
         "url": target, "final_url": target, "status": 200, "size": len(body),
         "sha256": hashlib.sha256(body).hexdigest(), "bucket": settings.results_bucket,
         "key": key, "content_type": "text/plain; charset=utf-8",
+        "file": {"$type": "offload.blob", "name": "body", "bucket": settings.results_bucket,
+                 "key": key, "content_type": "text/plain; charset=utf-8", "bytes": len(body)},
     }
     assert s3_objects(settings, key) == {key: body}
     stored = s3_client(settings).head_object(Bucket=settings.results_bucket, Key=key)

@@ -11,7 +11,8 @@
   itself (no Redis read per run); a run that lasts also records its try count and start
   time in Redis for the status API (:mod:`worker.run_records`).
 - :func:`current_job` tells the running job who it acts for (owner, correlation id, the
-  caller's e-mail and name claims, roles), from the same message context.
+  caller's e-mail and name claims, roles), from the same message context; each run gets a
+  progress reporter (:func:`worker.progress.progress`).
 - Each job runs in its own cancel scope in the worker's :class:`RunningJobs`, and a second
   copy of a job already running in this worker waits for the first's outcome. A job cut
   short through its scope (the Redis watchdog, when Redis fails) is retried.
@@ -38,6 +39,7 @@ from shared.errors import PermanentJobError
 from shared.jobs import CATALOGUE, CONTEXT_KWARG
 from shared.queue import DeadLetter, Keys, record_dead_letter
 from shared.queue.wire import JobFailure
+from worker.progress import REPORTER, ProgressReporter
 from worker.run_records import RunRecorder
 from worker.running_jobs import CopyCancelled, JobRun, RunningJobs
 
@@ -158,6 +160,7 @@ class RetryPolicy:
         self._worker = worker
         self._keys = keys
         self._dead_letter_ttl = dead_letter_ttl
+        self._retention = retention_seconds
         self._rules: dict[str, Rules] = {}  # per task name, read once (tasks may be added later)
         self._recorder = RunRecorder(worker, retention_seconds)
         self.running = RunningJobs.of(worker)
@@ -195,6 +198,8 @@ class RetryPolicy:
         self._recorder.started(run_key, task.tries)
         token = ATTEMPT.set(Attempt(task.tries, rules.max_tries))
         job_token = JOB.set(JobContext.from_message(call.context))
+        reporter = REPORTER.set(ProgressReporter(self._worker.redis, self._keys, task.task_id,
+                                                 self._retention))
         try:
             with run.scope:
                 if rules.timeout_seconds is None:
@@ -209,6 +214,7 @@ class RetryPolicy:
             self._recorder.finished(run_key)
             ATTEMPT.reset(token)
             JOB.reset(job_token)
+            REPORTER.reset(reporter)
         raise self._cut_short(call)  # the scope ended the job (see RunningJobs.cut_short_at)
 
     def _cut_short(self, call: Call) -> StreaqRetry:

@@ -1,5 +1,6 @@
-"""``/jobs``: enqueue a catalogue job, read it (long-poll), abort it, list and retry dead
-letters. Every job belongs to the caller who enqueued it; anyone else gets 404."""
+"""``/jobs``: enqueue a catalogue job, read it (long-poll), abort it, retry a dead letter
+(listings: :mod:`functions.routes.listing`). Every job belongs to the caller who enqueued
+it; anyone else gets 404."""
 
 # No `from __future__ import annotations`: Powertools reads a route's type hints on every
 # request, and string annotations would be evaluated each time.
@@ -12,15 +13,12 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import AwareDatetime
 
-from functions import container
+from functions import container, outputs
 from functions.identity import Caller, CallerProfile
 from functions.metrics import count
 from functions.routes import COMMON, SERVICE, responses
 from shared.api_models import (
     JOB_ID_PATTERN,
-    DeadLetterLinks,
-    DeadLetterPage,
-    DeadLetterPublic,
     JobAccepted,
     JobCreate,
     JobErrorPublic,
@@ -29,7 +27,7 @@ from shared.api_models import (
 )
 from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.jobs import CATALOGUE
-from shared.queue import DeadLetter, EnqueuedJob, JobView
+from shared.queue import EnqueuedJob, JobView
 
 logger = Logger(service=SERVICE, child=True)
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]  # untyped __init__
@@ -131,7 +129,9 @@ def _check_schedule(delay: int | None, run_at: datetime | None, priority: str | 
 
 @router.get(
     "/jobs/<job_id>",
-    summary="Read a job (optionally long-poll until it finishes)",
+    summary="Read a job (optionally long-poll until it finishes or reports progress)",
+    description="Includes a presigned download URL for each file in the result (owner "
+    "only, signed at read time) and the job's last reported progress.",
     responses=responses(200, JobPublic, "The job.", *COMMON, 404),
     tags=["jobs"],
 )
@@ -143,9 +143,18 @@ def read_job(
         Query(ge=0, le=MAX_WAIT_SECONDS,
               description="Seconds to wait for the job to finish (capped by configuration)."),
     ] = 0,
+    wait_for: Annotated[
+        Literal["finish", "progress"],
+        Query(description="With `wait`: return when the job finishes (`finish`), or also "
+                          "when it reports new progress (`progress`)."),
+    ] = "finish",
 ) -> JobPublic:
     timeout = min(wait, container.settings().api_max_wait_seconds)
-    return _public(container.run(lambda q: q.wait(job_id, owner, timeout)))
+    view, progress = container.run(lambda q: outputs.follow(q, job_id, owner, timeout, wait_for))
+    return _public(view).model_copy(update={
+        "downloads": outputs.downloads(view, owner),
+        "progress": outputs.progress_public(progress),
+    })
 
 
 @router.delete(
@@ -160,21 +169,6 @@ def abort_job(job_id: JobId, owner: Caller) -> JobPublic:
     view = container.run(lambda q: q.abort(job_id, owner))
     logger.info("job abort requested", extra={"job_id": job_id, "status": view.status})
     return _public(view)
-
-
-@router.get(
-    "/jobs",
-    summary="The caller's dead letters (jobs that failed for good)",
-    responses=responses(200, DeadLetterPage, "Newest first.", *COMMON),
-    tags=["jobs"],
-)
-def list_failed(
-    owner: Caller,
-    status: Annotated[Literal["failed"], Query(description="Only `failed` is listed.")],
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> DeadLetterPage:
-    letters = container.run(lambda q: q.dead_letters(owner, limit))
-    return DeadLetterPage(items=[_dead_letter(letter) for letter in letters])
 
 
 @router.post(
@@ -216,15 +210,3 @@ def _public(view: JobView) -> JobPublic:
         links=_links(view.id),
     )
 
-
-def _dead_letter(letter: DeadLetter) -> DeadLetterPublic:
-    return DeadLetterPublic(
-        id=letter.id,
-        name=letter.name,
-        payload=letter.payload,
-        error_type=letter.error_type,
-        error=letter.error,
-        tries=letter.tries,
-        failed_at=letter.failed_at,
-        links=DeadLetterLinks(self=f"/jobs/{letter.id}", retry=f"/jobs/{letter.id}/retry"),
-    )

@@ -9,6 +9,8 @@ and dead letters work without MongoDB.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streaq import Worker
-from streaq.task import TaskResult
+from streaq.task import TaskResult, TaskStatus
 from streaq.types import StreaqError
 
 from shared.config import Settings
@@ -31,7 +33,9 @@ from shared.queue.dead_letters import (
     load_dead_letters,
 )
 from shared.queue.keys import Keys, deterministic_job_id, now_ms
+from shared.queue.listing import Cursor, IndexScan, JobFilter
 from shared.queue.meta import JobMeta, encode_payload, payload_digest
+from shared.queue.progress import Progress, read_progress
 from shared.queue.publish import Plan, Publisher
 from shared.queue.stats import QueueStats, read_stats
 from shared.queue.views import (
@@ -46,6 +50,22 @@ from shared.queue.views import (
 # How long the call that reserved a job may take to publish it before another call may
 # take over (docs/QUEUE.md): far above one round trip, well below an API timeout.
 PUBLISH_LEASE_SECONDS = 5.0
+# A listing reads at most this many index entries per request (a page of a rare status
+# may come back short, with a cursor to go on from), and builds this many views at once.
+LIST_MAX_EXAMINED = 500
+LIST_CONCURRENCY = 16
+# With a status filter, views are built at least this many at a time.
+LIST_MIN_SLICE = 10
+# How often a progress long-poll reads the job's progress (one GET) and status.
+PROGRESS_POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of an owner's jobs, newest first, and the cursor of the next page."""
+
+    items: list[JobView]
+    next: str | None
 
 
 def _accept(found: JobMeta, wanted: JobMeta, job_id: str) -> None:
@@ -73,6 +93,8 @@ class JobQueue:
     def __post_init__(self) -> None:
         self._conn = Connection(self.settings)
         self.keys = Keys(self.settings.queue_name)
+        # A job stays listed as long as the metadata of a job enqueued without delay lives.
+        self.index_retention_seconds = max(self._meta_ttl(spec, 0) for spec in CATALOGUE.values())
 
     # --- connection --------------------------------------------------------------------
 
@@ -167,7 +189,8 @@ class JobQueue:
         return int(delay) + run_for + keep + 60
 
     async def _enqueue(self, plan: Plan, *, fresh: bool) -> EnqueuedJob:
-        publisher = Publisher(self.streaq, self.keys, self.publish_lease_seconds)
+        publisher = Publisher(self.streaq, self.keys, self.publish_lease_seconds,
+                              self.index_retention_seconds)
         if fresh:
             created, meta = True, await publisher.publish_fresh(plan)
         else:
@@ -234,6 +257,93 @@ class JobQueue:
         finished = await self._conn.call(lambda: finished_view(
             self.streaq, self.keys, base_view(job_id, meta), meta, result))
         return await self._remember(meta, finished)
+
+    async def progress(self, job_id: str) -> Progress | None:
+        """The job's last reported progress (read after an ownership check)."""
+        return await self._conn.call(lambda: read_progress(self.redis, self.keys, job_id))
+
+    async def wait_for_progress(self, job_id: str, owner: str,
+                                timeout: float) -> JobView:  # noqa: ASYNC109
+        """Long-poll: return once the job reported new progress, finished, or ``timeout``
+        seconds passed. Polls the job's small progress key (and Streaq's status)."""
+        view = await self.view(job_id, owner)
+        if view.finished or timeout <= 0 or view.status == "expired":
+            return view
+        key = self.keys.progress(job_id)
+        seen = await self._conn.call(lambda: self.redis.get(key))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(PROGRESS_POLL_SECONDS, left))
+            if await self._conn.call(lambda: self.redis.get(key)) != seen:
+                break
+            status = await self._conn.call(lambda: self.streaq.status_by_id(job_id))
+            if status in (TaskStatus.DONE, TaskStatus.NOT_FOUND):
+                break
+        return await self.view(job_id, owner)
+
+    # --- list --------------------------------------------------------------------------
+
+    async def list_jobs(self, owner: str, where: JobFilter, limit: int = 20,
+                        cursor: str | None = None) -> JobPage:
+        """The owner's jobs matching ``where``, newest first, after ``cursor`` (the ``next``
+        of the previous page; :class:`~shared.queue.listing.BadCursor` when it is not one).
+        A page holds at most ``limit`` jobs, fewer when the index ran out or
+        :data:`LIST_MAX_EXAMINED` entries were read; ``next`` is None at the end."""
+        after = Cursor.decode(cursor) if cursor else None
+        return await self._conn.call(lambda: self._list(owner, where, limit, after))
+
+    async def _list(self, owner: str, where: JobFilter, limit: int,
+                    after: Cursor | None) -> JobPage:
+        scan = IndexScan(self.redis, self.keys, owner, where, after)
+        items: list[JobView] = []
+        examined = 0
+        async for batch in scan.batches():
+            while batch:
+                want = limit - len(items)
+                if where.state is not None:
+                    want = max(want, LIST_MIN_SLICE)
+                chunk, batch = batch[:want], batch[want:]
+                views = await self._views_of(owner, where, [job_id for job_id, _ in chunk])
+                for i, ((job_id, score), view) in enumerate(zip(chunk, views, strict=True)):
+                    scan.consumed(job_id, score)
+                    examined += 1
+                    if view is not None and where.state in (None, view.status):
+                        items.append(view)
+                    if len(items) >= limit or examined >= LIST_MAX_EXAMINED:
+                        more = await scan.more([*chunk[i + 1:], *batch])
+                        position = scan.position
+                        return JobPage(items, position.encode() if more and position else None)
+        return JobPage(items, None)
+
+    async def _views_of(self, owner: str, where: JobFilter,
+                        job_ids: list[str]) -> list[JobView | None]:
+        """The views of ``job_ids`` (None: gone, not the owner's, or another name): their
+        metadata and remembered outcomes in one round trip, the rest built concurrently."""
+        if not job_ids:
+            return []
+        keys = self.keys
+        raws = await self.redis.mget([*map(keys.job, job_ids), *map(keys.outcome, job_ids)])
+        metas, outcomes_raw = raws[:len(job_ids)], raws[len(job_ids):]
+        gate = asyncio.Semaphore(LIST_CONCURRENCY)
+        gone: list[str] = []
+
+        async def one(job_id: str, raw_meta: Any, raw_outcome: Any) -> JobView | None:
+            if not raw_meta:
+                gone.append(job_id)
+                return None
+            meta = JobMeta.from_json(str(raw_meta))
+            if meta.owner != owner or (where.name is not None and meta.name != where.name):
+                return None
+            if raw_outcome:
+                return outcomes.decode(str(raw_outcome))
+            async with gate:
+                view = await read_view(self.streaq, keys, job_id, meta)
+                return await self._remember(meta, view)
+
+        views = await asyncio.gather(*map(one, job_ids, metas, outcomes_raw))
+        if gone:  # expired metadata: the index entry has nothing left to show
+            await self.redis.zrem(keys.owner_jobs(owner), gone)
+        return list(views)
 
     # --- abort / dead letters ------------------------------------------------------------
 

@@ -47,6 +47,14 @@ class Keys:
         """When the job was aborted (Streaq keeps no result for a dropped scheduled task)."""
         return f"{self.job(job_id)}:aborted"
 
+    def progress(self, job_id: str) -> str:
+        """The running job's last reported progress (JSON: fraction, message, time)."""
+        return f"{self.job(job_id)}:progress"
+
+    def owner_jobs(self, owner: str) -> str:
+        """The owner's jobs: a sorted set of job id -> created time (ms), for listing."""
+        return f"{self.prefix}jobs:{owner}"
+
     def dead_index(self, owner: str) -> str:
         return f"{self.prefix}dead:{owner}"
 

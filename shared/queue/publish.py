@@ -87,10 +87,24 @@ def build_task(streaq: Worker[Any], job_id: str, meta: JobMeta) -> Task[Any, Any
 class Publisher:
     """Runs the reserve / publish / mark protocol for one queue."""
 
-    def __init__(self, streaq: Worker[Any], keys: Keys, lease_seconds: float) -> None:
+    def __init__(self, streaq: Worker[Any], keys: Keys, lease_seconds: float,
+                 index_retention_seconds: int = 0) -> None:
         self.streaq = streaq
         self.keys = keys
         self.lease_seconds = lease_seconds
+        # How long a job stays in its owner's listing index (0: not indexed).
+        self.index_retention_seconds = index_retention_seconds
+
+    def _index(self, pipe: Any, plan: Plan) -> None:
+        """Add the job to its owner's index (first score wins, so a replay keeps its
+        place), drop entries past retention, and keep the index alive that long."""
+        retention = self.index_retention_seconds
+        if not retention:
+            return
+        index = self.keys.owner_jobs(plan.meta.owner)
+        pipe.zadd(index, {plan.job_id: plan.meta.created_ms}, condition=PureToken.NX)
+        pipe.zremrangebyscore(index, 0, plan.meta.created_ms - retention * 1000)
+        pipe.expire(index, retention)
 
     async def enqueue(self, plan: Plan, accept: Callable[[JobMeta], None]) -> tuple[bool, JobMeta]:
         """Publish ``plan`` once. Returns whether this call created the job, and the
@@ -129,13 +143,11 @@ class Publisher:
 
     async def _write_fresh(self, plan: Plan, meta: JobMeta) -> None:
         ttl = meta.ttl_s
-        if not plan.steps:
-            await self.streaq.redis.set(self.keys.job(plan.job_id), meta.to_json(), ex=ttl)
-            return
         async with self.streaq.redis.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.job(plan.job_id), meta.to_json(), ex=ttl)
             for step_id, step_meta in plan.steps:
                 pipe.set(self.keys.job(step_id), step_meta.to_json(), ex=ttl)
+            self._index(pipe, plan)
 
     async def _reserve(self, plan: Plan, token: str) -> tuple[JobMeta | None, bool]:
         """Step 1: the metadata unless it exists (then: the stored one), and the lock."""
@@ -148,6 +160,7 @@ class Publisher:
                          ex=ttl)
             lock = pipe.set(self.keys.publish_lock(plan.job_id), token,
                             condition=PureToken.NX, px=round(self.lease_seconds * 1000))
+            self._index(pipe, plan)
         raw = await previous
         return (JobMeta.from_json(str(raw)) if raw else None), bool(await lock)
 
@@ -209,4 +222,6 @@ class Publisher:
     async def _forget(self, plan: Plan) -> None:
         keys = [self.keys.job(plan.job_id), self.keys.publish_lock(plan.job_id)]
         keys.extend(self.keys.job(step_id) for step_id, _ in plan.steps)
-        await self.streaq.redis.delete(keys)
+        async with self.streaq.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(keys)
+            pipe.zrem(self.keys.owner_jobs(plan.meta.owner), [plan.job_id])

@@ -47,7 +47,8 @@ def test_the_schema_lists_the_routes_we_expect() -> None:
     assert set(operations()) >= {
         ("get", "/health"), ("post", "/jobs/{name}"), ("get", "/jobs/{job_id}"),
         ("delete", "/jobs/{job_id}"), ("get", "/jobs"), ("post", "/jobs/{job_id}/retry"),
-        ("post", "/uploads"),
+        ("post", "/uploads"), ("get", "/dead-letters"),
+        ("get", "/jobs/{job_id}/downloads/{file_name}"),
     }
 
 
@@ -59,7 +60,7 @@ def test_every_route_but_health_needs_an_identity(
     sub = {"missing": None, "empty": "", "malformed": "../../other"}[identity]
     body = {"filename": "a.png", "content_type": "image/png", "size": 10} \
         if path == "/uploads" else REPORT if method == "post" else None
-    query = {"status": "failed"} if path == "/jobs" else None
+    query = None
     name = "generate_sales_report"
     response = api(method.upper(), concrete(path).replace("0" * 32, name)
                    if path == "/jobs/{name}" else concrete(path), body=body, query=query,
@@ -97,8 +98,10 @@ def test_one_caller_cannot_see_abort_or_retry_anothers_jobs_or_dead_letters(
         "retry job": api("POST", f"/jobs/{job}/retry", sub=BOB),
         "read dead letter": api("GET", f"/jobs/{dead}", sub=BOB),
         "retry dead letter": api("POST", f"/jobs/{dead}/retry", sub=BOB),
+        "download": api("GET", f"/jobs/{job}/downloads/sales.csv", sub=BOB),
     }
-    listing = api("GET", "/jobs", query={"status": "failed"}, sub=BOB)
+    listing = api("GET", "/dead-letters", sub=BOB)
+    jobs = api("GET", "/jobs", sub=BOB)
     same_key = [api("POST", "/jobs/generate_sales_report", body=REPORT, sub=who,
                     headers={"idempotency-key": "shared-key"}).json["id"] for who in (ALICE, BOB)]
     # THEN he learns nothing (404, as for an unknown id) and changes nothing
@@ -110,11 +113,12 @@ def test_one_caller_cannot_see_abort_or_retry_anothers_jobs_or_dead_letters(
         assert error["message"].replace(target, unknown) in (
             f"no job '{unknown}'", f"no dead letter '{unknown}'"), what
     assert listing.status == 200 and listing.json["items"] == []
+    assert jobs.status == 200 and jobs.json["items"] == []
     assert same_key[0] != same_key[1]
     mine = api("GET", f"/jobs/{job}", sub=ALICE).json
     assert mine["status"] == "scheduled"
-    assert [i["id"] for i in api("GET", "/jobs", query={"status": "failed"},
-                                 sub=ALICE).json["items"]] == [dead]
+    assert [i["id"] for i in api("GET", "/dead-letters", sub=ALICE).json["items"]] == [dead]
+    assert [i["id"] for i in api("GET", "/jobs", sub=ALICE).json["items"]] == [same_key[0], job]
     assert api("POST", f"/jobs/{dead}/retry", sub=ALICE).status == 202
     record("security two identities", routes_needing_identity=len(operations()) - 1,
            cross_caller_attempts=len(attempts) + 1, cross_caller_leaks=0)

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 import httpx
 
+from shared.blobs import blob_ref
 from shared.errors import PermanentJobError, TransientJobError
 from shared.jobs import FetchExternalInput
 from worker.context import WorkerContext
@@ -222,4 +223,5 @@ async def fetch_external_data(ctx: WorkerContext, inp: FetchExternalInput) -> di
         "bucket": blob.bucket,
         "key": blob.key,
         "content_type": content_type,
+        "file": blob_ref(blob, "body"),
     }

@@ -22,10 +22,12 @@ import anyio
 from anyio.lowlevel import RunVar
 
 from shared.api_models import UploadKey
+from shared.blob_ref import BlobRef
 from shared.errors import PermanentJobError
 from shared.jobs import ProcessImageInput
 from worker.context import WorkerContext
 from worker.imaging import EncodedImage, PreparedImage, prepare_image
+from worker.progress import progress
 from worker.retry_policy import current_attempt
 from worker.tasks.base import job
 
@@ -109,6 +111,7 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
     if inp.bucket != ctx.settings.uploads_bucket:
         # Not an upload: no Image to record, and no other bucket's objects to publish.
         raise PermanentJobError(f"bucket {inp.bucket!r} is not the uploads bucket")
+    await progress(0.05, "reading the upload")
     source = _Download()
     async with anyio.create_task_group() as tg:
         # The upload's GET overlaps the Image's upsert: they do not depend on each other.
@@ -120,7 +123,10 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
         if inp.reject_reason:
             raise PermanentJobError(inp.reject_reason)
         async with ImageSlot() as slot:
-            prepared = await _prepare(ctx, source.result())
+            data = source.result()
+            await progress(0.3, "decoding and resizing")
+            prepared = await _prepare(ctx, data)
+            await progress(0.6, "encoding and storing the variants")
             variants, sizes = await _encode_and_put(ctx, upload, prepared, written,
                                                     slot.release)
     except PermanentJobError as exc:
@@ -136,12 +142,16 @@ async def process_uploaded_image(ctx: WorkerContext, inp: ProcessImageInput) -> 
         raise
     image.variants, image.width, image.height = variants, prepared.width, prepared.height
     await _set_status(image, "done")
+    await progress(1.0, "done")
+    results = ctx.settings.results_bucket
     return {
         "image_id": str(image.id),
         "variants": variants,
         "width": prepared.width,
         "height": prepared.height,
         "bytes": sizes,
+        "files": [BlobRef(f"{name}.webp", results, key, "image/webp", sizes[name]).to_json()
+                  for name, key in variants.items()],
     }
 
 

@@ -18,9 +18,11 @@ from typing import Any
 
 import anyio
 
+from shared.blobs import blob_ref
 from shared.jobs import SalesReportInput
 from shared.models import Order
 from worker.context import WorkerContext
+from worker.progress import progress
 from worker.retry_policy import current_job
 from worker.tasks.base import job
 from worker.templates.money import format_amount
@@ -132,20 +134,25 @@ def _pdf_table(pdf: Any, header: tuple[str, ...], body: list[tuple[str, ...]]) -
 
 @job("generate_sales_report")
 async def generate_sales_report(ctx: WorkerContext, inp: SalesReportInput) -> dict[str, Any]:
+    await progress(0.05, "totalling orders")
     rows = await daily_totals(inp)
+    await progress(0.4, f"rendering CSV and PDF ({len(rows)} rows)")
     csv_bytes = await anyio.to_thread.run_sync(render_csv, rows)
     pdf_bytes = await anyio.to_thread.run_sync(partial(render_pdf, inp, rows))
+    await progress(0.7, "storing the files")
     owner = current_job().owner
     prefix = report_prefix(owner, inp)
     csv_blob = await ctx.blobs.put_bytes(f"{prefix}/sales.csv", csv_bytes,
                                          "text/csv; charset=utf-8", owner=owner, kind="report")
     pdf_blob = await ctx.blobs.put_bytes(f"{prefix}/sales.pdf", pdf_bytes,
                                          "application/pdf", owner=owner, kind="report")
+    await progress(1.0, "done")
     return {
         "bucket": csv_blob.bucket,
         "csv_key": csv_blob.key,
         "pdf_key": pdf_blob.key,
         "rows": len(rows),
         "totals": grand_totals(rows),
+        "files": [blob_ref(csv_blob, "sales.csv"), blob_ref(pdf_blob, "sales.pdf")],
     }
 
