@@ -318,6 +318,9 @@ export function uploadPage(view: HTMLElement, alive: () => boolean): void {
 
 interface Overview {
   queues: { priority: string; queued: number }[];
+  scheduled: number;
+  running: number;
+  oldest_waiting_seconds: number;
   workers_alive: number;
   schedules: { name: string; expression: string; next_run: string | null }[];
 }
@@ -328,10 +331,14 @@ export async function adminPage(view: HTMLElement): Promise<void> {
     const o = await api.get<Overview>("/admin/overview");
     replace(view, h("h1", {}, "Operations"),
       h("p", { id: "workers-alive" }, `Workers alive: ${o.workers_alive}`),
-      h("h2", {}, "Queue depth"), h("table", { id: "queue-depth" }, h("tbody", {}, o.queues.map((q) =>
-        h("tr", {}, h("td", {}, q.priority), h("td", { class: "num" }, q.queued))))),
-      h("h2", {}, "Schedules"), h("table", { id: "schedules" }, h("tbody", {}, o.schedules.map((s) =>
-        h("tr", {}, h("td", {}, s.name), h("td", { class: "mono" }, s.expression), h("td", {}, when(s.next_run)))))));
+      h("p", {}, `Running: ${o.running} · scheduled: ${o.scheduled} · oldest waiting: ${o.oldest_waiting_seconds} s`),
+      h("h2", {}, "Waiting per priority"), h("table", { id: "queue-depth" }, h("tbody", {}, o.queues.map((q) =>
+        h("tr", {}, h("td", {}, q.priority), h("td", { class: "num" }, q.queued > 1000 ? "1000+" : q.queued))))),
+      h("h2", {}, "Schedules"), h("table", { id: "schedules" },
+        h("thead", {}, h("tr", {}, ["schedule", "expression", "next run"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, o.schedules.map((s) =>
+          h("tr", { "data-schedule": s.name }, h("td", {}, s.name), h("td", { class: "mono" }, s.expression),
+            h("td", {}, s.next_run ? when(s.next_run) : "every period from the rule's creation"))))));
   } catch (err) {
     failure(view, err);
   }

@@ -203,3 +203,21 @@ def test_the_local_inbox_shows_sent_email(console: Console) -> None:
     console.page.wait_for_selector("#inbox li")
     assert "Welcome to Offload" in console.page.inner_text("#inbox")
     console.shot("inbox")
+
+
+def test_the_operations_page_shows_workers_queues_and_schedules(console: Console) -> None:
+    console.open("#/admin")
+    console.page.wait_for_selector("#schedules tr[data-schedule='send_daily_digest']")
+    assert "Workers alive: 1" in console.page.inner_text("#workers-alive")
+    digest = console.page.inner_text("#schedules tr[data-schedule='send_daily_digest']")
+    assert "cron(0 6 * * ? *)" in digest
+    assert console.page.query_selector_all("#queue-depth tr")
+    console.shot("operations")
+    other_sub = next(iter(console.stack.state.other_tokens.values()))
+    console.page.select_option("#user-switcher", other_sub)
+    console.page.wait_for_function(
+        "() => ![...document.querySelectorAll('nav.main a')]"
+        ".some(a => a.textContent === 'Operations')")
+    console.page.evaluate("() => { location.hash = '#/admin'; }")
+    console.page.wait_for_selector(".notice.error")
+    assert "403" in console.page.inner_text(".notice.error")
