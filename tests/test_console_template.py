@@ -36,3 +36,10 @@ def test_the_listed_schedules_are_the_template_schedules() -> None:
     actual = {s.name: s.expression for s in load_template(ROOT / "template.yaml").schedules
               if s.enabled}
     assert listed == actual
+
+
+def test_the_admin_group_exists_with_the_user_pool() -> None:
+    group = TEMPLATE["Resources"]["AdminGroup"]
+    assert group["Type"] == "AWS::Cognito::UserPoolGroup"
+    assert group["Properties"]["GroupName"] == "admin"
+    assert group["Condition"] == "UseCognito"

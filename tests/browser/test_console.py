@@ -109,6 +109,9 @@ def test_the_jobs_page_lists_my_jobs_and_assets_come_from_the_api(console: Conso
     response = console.page.request.get(f"{console.stack.state.api_url}/console")
     csp = response.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    # Swagger UI and the schema open without a token (its Authorize button takes one).
+    for path in ("/swagger", "/openapi.json"):
+        assert console.page.request.get(f"{console.stack.state.api_url}{path}").status == 200
 
 
 def test_a_report_enqueued_through_the_form_finishes_with_a_working_download(
@@ -221,3 +224,11 @@ def test_the_operations_page_shows_workers_queues_and_schedules(console: Console
     console.page.evaluate("() => { location.hash = '#/admin'; }")
     console.page.wait_for_selector(".notice.error")
     assert "403" in console.page.inner_text(".notice.error")
+
+
+def test_every_job_so_far_is_listed_newest_first(console: Console) -> None:
+    console.open()
+    console.page.wait_for_selector("#jobs-table tbody tr")
+    rows = console.page.query_selector_all("#jobs-table tbody tr")
+    assert len(rows) >= 8  # what the tests above enqueued as Alice
+    console.shot("jobs-many")
