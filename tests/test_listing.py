@@ -77,7 +77,8 @@ def test_250_jobs_in_pages_newest_first_without_duplicates_or_misses(
     assert len(ids) == len(set(ids)) == 250
     assert set(ids) == set(mine)
     assert not set(ids) & (set(theirs) | set(later))
-    created = [item["created_at"] for item in listed]
+    # As datetimes, not strings: a whole second serialises without its fraction.
+    created = [datetime.fromisoformat(item["created_at"]) for item in listed]
     assert created == sorted(created, reverse=True)
     assert set(listed[0]) == {"id", "name", "status", "tries", "created_at", "started_at",
                               "finished_at", "error"}
