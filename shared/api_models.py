@@ -283,3 +283,29 @@ class UploadKey(BaseModel):
 # GET /health: the API can reach Redis.
 class HealthPublic(PublicModel):
     status: Literal["ok"]
+
+
+# --- operations (admin) ----------------------------------------------------------------
+
+
+class PriorityDepth(PublicModel):
+    priority: str
+    queued: int = Field(description="Jobs waiting in this priority (counted up to 1001).")
+
+
+class ScheduleInfo(PublicModel):
+    name: str
+    expression: str
+    next_run: datetime | None = Field(
+        default=None, description="The next cron fire time (UTC); null for rate() schedules, "
+                                  "which count from when their rule was created.")
+
+
+# GET /admin/overview: the queue and its workers, for the admin role.
+class AdminOverview(PublicModel):
+    queues: list[PriorityDepth]
+    scheduled: int
+    running: int
+    oldest_waiting_seconds: float
+    workers_alive: int
+    schedules: list[ScheduleInfo]

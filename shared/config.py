@@ -86,6 +86,16 @@ class Settings(BaseSettings):
 
     # In AWS, Lambdas get secrets as Secrets Manager ARNs (their environment is visible in
     # the console); get_settings() resolves them into redis_url / signing_secret at cold start.
+    # Roles: read from this JWT claim (a list, API Gateway's "[a b]" form, or a space-
+    # separated string such as "scope"); company-wide jobs need admin_role.
+    # The schedules (name -> EventBridge expression) the console's Operations page lists.
+    schedules: dict[str, str] = Field(default_factory=dict)
+    roles_claim: str = "cognito:groups"
+    admin_role: str = "admin"
+    # The console's sign-in (functions/routes/console.py): the Cognito hosted UI's domain
+    # (https://...) and the console's public app client.
+    cognito_domain: str = ""
+    console_client_id: str = ""
     redis_url_secret_arn: str = ""
     signing_secret_arn: str = ""
 

@@ -121,6 +121,8 @@ class JobSpec:
     priority: str = "normal"
     http_enqueueable: bool = False
     steps: tuple[str, ...] = field(default=())
+    # A role the caller needs to enqueue it over HTTP (ADMIN: the configured admin role).
+    required_role: str | None = None
 
     @property
     def is_pipeline(self) -> bool:
@@ -130,6 +132,9 @@ class JobSpec:
         """Validate a payload (raises pydantic.ValidationError)."""
         return self.input_model.model_validate(payload)
 
+
+# The deployment's admin role (``OFFLOAD_ADMIN_ROLE``), as a catalogue entry names it.
+ADMIN = "admin"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 
@@ -166,6 +171,7 @@ CATALOGUE: dict[str, JobSpec] = {
             "Totals per currency and day over a date range, as CSV and PDF in S3.",
             timeout_seconds=300,
             http_enqueueable=True,
+            required_role=ADMIN,  # company-wide sales
         ),
         JobSpec(
             "process_uploaded_image",

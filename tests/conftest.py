@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from infra.local.testing import database, running_worker
 from shared.config import Settings
 from tests.leftovers import become_subreaper, kill_all, live_descendants
 
@@ -82,6 +81,8 @@ def settings(offload_settings: Settings) -> Settings:
 @pytest.fixture
 async def mongo(settings: Settings) -> AsyncIterator[Any]:
     """beanie initialised on the in-memory stand-in (or MONGODB_URI when set)."""
+    from infra.local.testing import database
+
     async with database(settings) as client:
         yield client
 
@@ -90,6 +91,8 @@ async def mongo(settings: Settings) -> AsyncIterator[Any]:
 async def worker(settings: Settings, mongo: Any) -> AsyncIterator[Any]:
     """A real Streaq worker running every catalogue task for the test's duration (in the
     test's event loop, so it sees the same in-memory MongoDB as the test)."""
+    from infra.local.testing import running_worker
+
     async with running_worker(settings) as w:
         yield w
 

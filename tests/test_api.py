@@ -106,6 +106,11 @@ def container(settings: Settings) -> Iterator[LambdaContainer]:
     box.close()
 
 
+# The default caller is in the admin group (as API Gateway passes a Cognito token's
+# groups), which the company-wide report needs; role tests pass their own groups.
+ADMIN_GROUPS = "[admin]"
+
+
 def http_event(
     method: str,
     path: str,
@@ -115,6 +120,8 @@ def http_event(
     query: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
     sub: str | None = SUB,
+    groups: str | None = ADMIN_GROUPS,
+    claims: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """An API Gateway HTTP API v2.0 event: the shared sample with this request in it."""
     event = load_event("apigw-http-v2-post-job.json")
@@ -136,11 +143,14 @@ def http_event(
     else:
         event["body"] = raw_body
         event["headers"]["content-length"] = str(len(raw_body.encode()))
-    claims = event["requestContext"]["authorizer"]["jwt"]["claims"]
+    token = event["requestContext"]["authorizer"]["jwt"]["claims"]
     if sub is None:
         del event["requestContext"]["authorizer"]
     else:
-        claims["sub"] = sub
+        token["sub"] = sub
+        if groups is not None:
+            token["cognito:groups"] = groups
+        token.update(claims or {})
     return event
 
 
@@ -199,8 +209,9 @@ def assert_error(response: ApiResponse, status: int, code: str) -> dict[str, Any
 def test_sample_event_enqueues_a_job_the_caller_can_read(
     api: Api, container: LambdaContainer
 ) -> None:
-    # GIVEN the real sample event, unchanged but for a fresh request id
+    # GIVEN the real sample event, its caller in the admin group the company-wide report needs
     event = load_event("apigw-http-v2-post-job.json")
+    event["requestContext"]["authorizer"]["jwt"]["claims"]["cognito:groups"] = ADMIN_GROUPS
     # WHEN it reaches the handler
     created = to_response(container.invoke(api.handler, event, LambdaContext()))
     # THEN a job is accepted, queued, and linked

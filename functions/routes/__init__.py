@@ -29,7 +29,7 @@ def responses(status: int, model: type[BaseModel], description: str,
 
 _DESCRIPTIONS = {
     401: "No caller identity (JWT `sub` claim).",
-    403: "The job may not be enqueued over HTTP.",
+    403: "Not allowed: an internal job, or the caller lacks the role it needs.",
     404: "Unknown, or belongs to another caller.",
     409: "Conflicts with the current state (or another use of the Idempotency-Key).",
     413: "The body is over the configured limit.",

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from pydantic import AwareDatetime
 
 from functions import container, outputs
-from functions.identity import Caller, CallerProfile
+from functions.identity import Caller, CallerProfile, CallerRoles, check_job_role
 from functions.metrics import count
 from functions.routes import COMMON, SERVICE, responses
 from shared.api_models import (
@@ -73,6 +73,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
     body: Annotated[JobCreate, Body()],
     owner: Caller,
     profile: CallerProfile,
+    roles: CallerRoles,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -94,6 +95,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
         raise NotFound(f"unknown job {name!r}")
     if not spec.http_enqueueable:
         raise Forbidden(f"job {name!r} cannot be enqueued over HTTP")
+    check_job_role(spec, roles)
     _check_schedule(delay_seconds, run_at, priority)
     job = container.run(
         lambda q: q.enqueue(

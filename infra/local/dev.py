@@ -48,6 +48,9 @@ OTHER_SUB = "dev-user-2"
 # them on first use, and the demo seed binds the same users to these subjects.
 DEV_PROFILES = {DEV_SUB: ("alice@example.com", "Alice Martin"),
                 OTHER_SUB: ("bob@example.com", "Bob Nakamura")}
+# Alice is in the admin group (the sales report and the console's Operations page need
+# it), in the stringified form API Gateway passes a Cognito token's groups in.
+DEV_GROUPS = {DEV_SUB: "[admin]"}
 
 
 class DevError(RuntimeError):
@@ -133,7 +136,8 @@ def _claims(sub: str, port: int) -> dict[str, str]:
     email, name = DEV_PROFILES[sub]
     return {"sub": sub, "email": email, "name": name, "iss": f"http://127.0.0.1:{port}/local-issuer",
             "client_id": "offload-local", "token_use": "access",
-            "scope": "jobs/read jobs/write", "iat": str(now), "exp": str(now + 365 * 86400)}
+            "scope": "jobs/read jobs/write", "iat": str(now), "exp": str(now + 365 * 86400),
+            **({"cognito:groups": DEV_GROUPS[sub]} if sub in DEV_GROUPS else {})}
 
 
 def _check_local_extras() -> None:
@@ -188,7 +192,9 @@ def plan_stack(options: DevOptions) -> tuple[Stack, list[str]]:
         functions[plan.name] = plan
     stack = Stack(
         options=options, template=template, ports=ports,
-        env=c.base_env(shared_settings), settings_env=shared_settings,
+        env={**c.base_env(shared_settings), "OFFLOAD_SCHEDULES": json.dumps(
+            {s.name: s.expression for s in template.schedules if s.enabled})},
+        settings_env=shared_settings,
         tokens={token: _claims(DEV_SUB, ports.api), other: _claims(OTHER_SUB, ports.api)},
         token=token, other_token=other, functions=functions,
         redis_note=redis_note, mongo_note=mongo_note,
@@ -308,6 +314,7 @@ def _gateway_config(stack: Stack) -> Path:
     config = GatewayConfig(
         port=stack.ports.api, routes=routes, tokens=stack.tokens, pools=pools,
         timeouts={p.function.logical_id: p.function.timeout for p in stack.functions.values()},
+        aws_endpoint_url=stack.settings_env["OFFLOAD_AWS_ENDPOINT_URL"],
     )
     return _write_private(state_dir() / "gateway.json", asdict(config))
 

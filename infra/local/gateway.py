@@ -20,6 +20,7 @@ import json
 import queue
 import re
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -76,6 +77,8 @@ class GatewayConfig:
     # function logical id -> invoke URLs of its containers, and its timeout
     pools: dict[str, list[str]]
     timeouts: dict[str, float] = field(default_factory=dict)
+    # moto's endpoint, for the console's local inbox (/_dev/mail); "" turns /_dev/* off
+    aws_endpoint_url: str = ""
 
     @classmethod
     def load(cls, path: Path) -> GatewayConfig:
@@ -116,6 +119,36 @@ def lambda_result_to_reply(result: Any) -> Reply:
     return Reply(int(result["statusCode"]), headers, body)
 
 
+DEV_PREFIX = "/_dev/"
+
+
+def _json(status: int, body: Any) -> Reply:
+    return Reply(status, [("content-type", "application/json"), ("cache-control", "no-store")],
+                 json.dumps(body).encode())
+
+
+def dev_user(token: str, claims: dict[str, str]) -> dict[str, Any]:
+    groups = claims.get("cognito:groups", "")
+    roles = groups.strip("[]").split() if isinstance(groups, str) else list(groups)
+    return {"sub": claims.get("sub", ""), "name": claims.get("name", ""),
+            "email": claims.get("email", ""), "token": token, "roles": roles}
+
+
+def sent_mail(aws_endpoint_url: str) -> list[dict[str, Any]]:
+    """What moto's SES accepted, newest first: recipients, subject, text."""
+    url = f"{aws_endpoint_url.rstrip('/')}/moto-api/data.json"
+    if not url.startswith("http://127.0.0.1:"):
+        return []
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback moto only
+        messages = json.load(response).get("ses", {}).get("Message", [])
+    out = []
+    for m in messages:
+        destinations = m.get("destinations") or {}
+        out.append({"to": destinations.get("ToAddresses", []), "subject": m.get("subject", ""),
+                    "text": m.get("body", ""), "id": m.get("id", "")})
+    return out[::-1]
+
+
 class Gateway:
     """Routing, authorisation and invocation; the HTTP plumbing lives in the handler."""
 
@@ -148,6 +181,8 @@ class Gateway:
 
     def handle(self, request: HttpRequest, host: str) -> tuple[Reply, str]:
         """The response, and who asked (for the access log)."""
+        if request.raw_path.startswith(DEV_PREFIX) and self.config.aws_endpoint_url:
+            return self.dev(request.method, request.raw_path), "-"
         found = self.route(request.method, request.raw_path)
         if found is None:
             return _message(404, "Not Found"), "-"
@@ -158,6 +193,18 @@ class Gateway:
         event = http_api_event(request, route.route_key, params, claims if route.auth else None,
                                host)
         return self.invoke(route.function, event), claims.get("sub", "-")
+
+    def dev(self, method: str, path: str) -> Reply:
+        """The local stack's own routes for the console: its users (with their tokens,
+        which only this loopback gateway accepts) and the e-mails moto's SES accepted."""
+        if method != "GET":
+            return _message(405, "Method Not Allowed")
+        if path == f"{DEV_PREFIX}users":
+            users = [dev_user(token, claims) for token, claims in self.config.tokens.items()]
+            return _json(200, users)
+        if path == f"{DEV_PREFIX}mail":
+            return _json(200, sent_mail(self.config.aws_endpoint_url))
+        return _message(404, "Not Found")
 
     def invoke(self, function: str, event: dict[str, Any]) -> Reply:
         pool = self.pools.get(function)

@@ -26,7 +26,7 @@ from typing import Any
 from infra.local.events import is_s3_test_event, normalise_s3_record, schedule_payload
 from infra.local.lambda_container import InvokeResult, invoke
 from infra.local.lifeline import exit_on_sigterm, exit_with_parent, say
-from infra.local.schedules import ScheduleExpressionError, parse_schedule
+from shared.schedules import ScheduleExpressionError, parse_schedule
 
 MAX_RECEIVES = 3
 VISIBILITY_TIMEOUT = 5

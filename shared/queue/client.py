@@ -37,7 +37,7 @@ from shared.queue.listing import Cursor, IndexScan, JobFilter
 from shared.queue.meta import JobMeta, encode_payload, payload_digest
 from shared.queue.progress import Progress, read_progress
 from shared.queue.publish import Plan, Publisher
-from shared.queue.stats import QueueStats, read_stats
+from shared.queue.stats import QueueStats, queued_by_priority, read_stats
 from shared.queue.views import (
     ENQUEUE_INCOMPLETE,
     EnqueuedJob,
@@ -382,6 +382,11 @@ class JobQueue:
         return job
 
     # --- metrics -----------------------------------------------------------------------
+
+    async def queued_by_priority(self, limit: int = 1000) -> dict[str, int]:
+        """How many jobs wait in each priority (counted up to ``limit`` + 1 each)."""
+        found = await self._conn.call(lambda: queued_by_priority(self.streaq, limit + 1))
+        return {priority: len(tasks) for priority, tasks in found.items()}
 
     async def stats(self) -> QueueStats:
         """Queue depth, running jobs, live workers and the oldest waiting job's age."""

@@ -77,14 +77,23 @@ async def read_stats(streaq: Worker[Any], keys: Keys, now: int) -> QueueStats:
 async def _queued(streaq: Worker[Any], limit: int) -> list[TaskInfo]:
     """Streaq's not-yet-delivered tasks, priority by priority."""
     found: list[TaskInfo] = []
+    for tasks in (await queued_by_priority(streaq, limit)).values():
+        found += tasks
+    return found
+
+
+async def queued_by_priority(streaq: Worker[Any], limit: int) -> dict[str, list[TaskInfo]]:
+    """Up to ``limit`` not-yet-delivered tasks of each priority."""
+    found: dict[str, list[TaskInfo]] = {}
     for priority in streaq.priorities:
         try:
-            found += await streaq.get_tasks_by_status(TaskStatus.QUEUED, priority=priority,
-                                                      limit=limit)
+            found[priority] = await streaq.get_tasks_by_status(
+                TaskStatus.QUEUED, priority=priority, limit=limit)
         except ResponseError as exc:
             # Streaq 7.2 fails on a priority nothing was published to yet (docs/UPSTREAM.md).
             if _NO_SUCH_KEY not in str(exc):
                 raise
+            found[priority] = []
     return found
 
 

@@ -31,9 +31,9 @@ from infra.local.gateway import (
 )
 from infra.local.lambda_container import Container
 from infra.local.redis_local import RedisProblem, check_version, parse_version, probe_url
-from infra.local.schedules import ScheduleExpressionError, parse_schedule
 from infra.local.supervisor import ChildSpec, LogStream, Supervisor, marked_pids
 from infra.local.template import RouteDef, load_template
+from shared.schedules import ScheduleExpressionError, parse_schedule
 from tests.conftest import load_event
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
