@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     result_retention_seconds: int = Field(default=24 * 3600, ge=60)
     dead_letter_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    # A job's result above this (JSON bytes) fails it for good; 0 turns the cap off.
+    result_max_bytes: int = Field(default=256 * 1024, ge=0)
 
     # Worker
     worker_concurrency: int = Field(default=16, ge=1)

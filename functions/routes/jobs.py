@@ -5,7 +5,7 @@ it; anyone else gets 404."""
 # No `from __future__ import annotations`: Powertools reads a route's type hints on every
 # request, and string annotations would be evaluated each time.
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from aws_lambda_powertools import Logger
@@ -28,13 +28,13 @@ from shared.api_models import (
 from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.jobs import CATALOGUE
 from shared.queue import EnqueuedJob, JobView
+from shared.queue.client import MAX_DELAY_SECONDS
 
 logger = Logger(service=SERVICE, child=True)
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]  # untyped __init__
 
 # Long-polls end before API Gateway's 30 s integration timeout.
 MAX_WAIT_SECONDS = 20
-MAX_DELAY_SECONDS = 30 * 24 * 3600
 MAX_NAME_LENGTH = 64
 MAX_PRIORITY_LENGTH = 32
 ACCEPTED = 202
@@ -121,6 +121,10 @@ def _check_schedule(delay: int | None, run_at: datetime | None, priority: str | 
     if delay is not None and run_at is not None:
         problems.append({"loc": ["query", "run_at"], "type": "conflict",
                          "msg": "give delay_seconds or run_at, not both"})
+    if run_at is not None and (run_at - datetime.now(UTC)).total_seconds() > MAX_DELAY_SECONDS:
+        problems.append({"loc": ["query", "run_at"], "type": "less_than_equal",
+                         "msg": f"run_at must be at most {MAX_DELAY_SECONDS // 86400} days "
+                                f"ahead, like delay_seconds"})
     allowed = container.settings().priorities
     if priority is not None and priority not in allowed:
         problems.append({"loc": ["query", "priority"], "type": "literal_error",

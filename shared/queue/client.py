@@ -78,6 +78,11 @@ def _accept(found: JobMeta, wanted: JobMeta, job_id: str) -> None:
                        {"job_id": job_id})
 
 
+# The furthest ahead a job may be scheduled (delay_seconds or run_at): every key a job
+# writes expires after its start, so this bounds how long a caller can hold memory.
+MAX_DELAY_SECONDS = 30 * 24 * 3600
+
+
 @dataclass
 class JobQueue:
     """Enqueue and inspect Offload jobs. Enter with ``async with`` (or :meth:`connect`).
@@ -161,6 +166,8 @@ class JobQueue:
         delay = delay_seconds or 0.0
         if run_at is not None:
             delay = max(0.0, (run_at - datetime.now(UTC)).total_seconds())
+        if delay > MAX_DELAY_SECONDS:
+            raise ValueError(f"a job may start at most {MAX_DELAY_SECONDS // 86400} days ahead")
         chosen = job_id is not None and idempotency_key is None
         fresh = job_id is None and idempotency_key is None
         if idempotency_key is not None:
@@ -370,13 +377,19 @@ class JobQueue:
     async def retry_dead_letter(
         self, job_id: str, owner: str, correlation_id: str | None = None
     ) -> EnqueuedJob:
-        """Enqueue a dead letter again as a new job, and forget the dead letter."""
+        """Enqueue a dead letter again as a new job, and forget the dead letter.
+
+        The new job's id derives from the dead letter, so concurrent retries of one dead
+        letter enqueue one job (each gets it back), not one each.
+        """
         [letter] = await self._conn.call(
             lambda: load_dead_letters(self.redis, self.keys, [job_id]))
         if letter is None or letter.owner != owner:
             raise NotFound(f"no dead letter {job_id!r}")
+        retry_id = deterministic_job_id("retry", owner, job_id, letter.failed_at.isoformat())
         job = await self.enqueue(
-            letter.name, letter.payload, owner=owner, correlation_id=correlation_id
+            letter.name, letter.payload, owner=owner, correlation_id=correlation_id,
+            job_id=retry_id,
         )
         await self._conn.call(lambda: forget_dead_letter(self.redis, self.keys, job_id, owner))
         return job
