@@ -22,6 +22,7 @@ from shared.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
+from shared.limits import RateLimited
 
 # Seconds a client should wait before retrying a 503 (Redis down or failing over).
 RETRY_AFTER_SECONDS = 5
@@ -47,6 +48,8 @@ def render(error: ApiError) -> ErrorResponse:
     headers: dict[str, str] = {}
     if isinstance(error, ServiceUnavailable):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, RateLimited):
+        headers.update(error.headers)
     return error_response(error.status_code, error.code, error.message, error.details, headers)
 
 

@@ -9,9 +9,9 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Depends, Request
 
 from functions import container
-from shared.api_models import OWNER_RE, RESERVED_OWNERS
+from shared.api_models import OWNER_RE
 from shared.errors import Forbidden, Unauthorized
-from shared.jobs import ADMIN, PROFILE_CLAIMS, JobSpec
+from shared.jobs import ADMIN, PROFILE_CLAIMS, RESERVED_OWNERS, JobSpec
 
 _MAX_CLAIM = 320  # the longest valid e-mail address; a longer claim (of either kind) is dropped
 

@@ -34,8 +34,7 @@ _OWNER_CHARS = r"[A-Za-z0-9][A-Za-z0-9._@|:+_-]{0,127}"
 OWNER_PATTERN = rf"^{_OWNER_CHARS}$"
 # For Python's re, where "$" also matches before a trailing newline: \A and \Z instead.
 OWNER_RE = re.compile(rf"\A{_OWNER_CHARS}\Z")
-# Owners no token may claim: "system" owns scheduled and S3-triggered jobs.
-RESERVED_OWNERS: frozenset[str] = frozenset({"system"})
+
 # uuid4 hex, plus "-N" for the steps of a pipeline.
 JOB_ID_PATTERN = r"^[0-9a-f]{32}(-[0-9]{1,2})?$"
 # POST /uploads mints uuid4 hex; any short alphanumeric id (a ULID, say) parses too.

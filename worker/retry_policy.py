@@ -37,6 +37,7 @@ from streaq.types import TaskContext
 
 from shared.errors import PermanentJobError
 from shared.jobs import CATALOGUE, CONTEXT_KWARG
+from shared.limits import job_finished
 from shared.queue import DeadLetter, Keys, record_dead_letter
 from shared.queue.wire import JobFailure
 from worker.progress import REPORTER, ProgressReporter
@@ -209,6 +210,8 @@ class RetryPolicy:
                     with anyio.fail_after(rules.timeout_seconds):
                         result = await fn(*call.args, **call.kwargs)
                 self._check_size(result)
+                await job_finished(self._worker.redis, self._keys,
+                                   call.context.get("owner") or SYSTEM_OWNER, task.task_id)
                 return result
         except Exception as exc:
             if run.scope.cancel_called:
@@ -276,6 +279,14 @@ class RetryPolicy:
             failed_at=datetime.now(UTC),
         )
         await record_dead_letter(redis, self._keys, self._dead_letter_ttl, letter)
+        # The job (the whole pipeline, for a step) no longer counts as unfinished.
+        await job_finished(redis, self._keys, letter.owner, pipeline_id(letter.id))
+
+
+def pipeline_id(task_id: str) -> str:
+    """A pipeline step's job id ("<id>-N") names its pipeline: "<id>"."""
+    head, _, tail = task_id.rpartition("-")
+    return head if head and tail.isdigit() and len(head) == 32 else task_id
 
 
 def _json_object(raw: str | bytes | None) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def _enqueueable() -> str:
         "schema lists each job's). Jobs callers may enqueue:\n\n" + _enqueueable()
     ),
     responses=responses(202, JobAccepted, "Enqueued (or the job an Idempotency-Key already made).",
-                        *COMMON, 403, 404, 409, 413),
+                        *COMMON, 403, 404, 409, 413, 429),
     tags=["jobs"],
 )
 def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP parameter
@@ -96,6 +96,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
     if not spec.http_enqueueable:
         raise Forbidden(f"job {name!r} cannot be enqueued over HTTP")
     check_job_role(spec, roles)
+    container.run(lambda q: q.admit(owner))
     _check_schedule(delay_seconds, run_at, priority)
     job = container.run(
         lambda q: q.enqueue(
@@ -138,7 +139,7 @@ def _check_schedule(delay: int | None, run_at: datetime | None, priority: str | 
     summary="Read a job (optionally long-poll until it finishes or reports progress)",
     description="Includes a presigned download URL for each file in the result (owner "
     "only, signed at read time) and the job's last reported progress.",
-    responses=responses(200, JobPublic, "The job.", *COMMON, 404),
+    responses=responses(200, JobPublic, "The job.", *COMMON, 404, 429),
     tags=["jobs"],
 )
 def read_job(
@@ -156,7 +157,13 @@ def read_job(
     ] = "finish",
 ) -> JobPublic:
     timeout = min(wait, container.settings().api_max_wait_seconds)
-    view, progress = container.run(lambda q: outputs.follow(q, job_id, owner, timeout, wait_for))
+    lease = container.run(lambda q: q.lease_long_poll(owner, timeout)) if timeout else None
+    try:
+        view, progress = container.run(
+            lambda q: outputs.follow(q, job_id, owner, timeout, wait_for))
+    finally:
+        if lease is not None:
+            container.run(lambda q: q.release_long_poll(owner, lease))
     return _public(view).model_copy(update={
         "downloads": outputs.downloads(view, owner),
         "progress": outputs.progress_public(progress),
@@ -181,10 +188,11 @@ def abort_job(job_id: JobId, owner: Caller) -> JobPublic:
     "/jobs/<job_id>/retry",
     status_code=202,
     summary="Enqueue a dead letter again, as a new job",
-    responses=responses(202, JobAccepted, "The new job.", *COMMON, 404),
+    responses=responses(202, JobAccepted, "The new job.", *COMMON, 404, 429),
     tags=["jobs"],
 )
 def retry_job(job_id: JobId, owner: Caller) -> JobAccepted:
+    container.run(lambda q: q.admit(owner))
     job = container.run(
         lambda q: q.retry_dead_letter(job_id, owner, correlation_id=logger.get_correlation_id())
     )
