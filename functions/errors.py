@@ -22,6 +22,7 @@ from shared.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
+from shared.limits import RateLimited
 
 # Seconds a client should wait before retrying a 503 (Redis down or failing over).
 RETRY_AFTER_SECONDS = 5
@@ -47,6 +48,8 @@ def render(error: ApiError) -> ErrorResponse:
     headers: dict[str, str] = {}
     if isinstance(error, ServiceUnavailable):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, RateLimited):
+        headers.update(error.headers)
     return error_response(error.status_code, error.code, error.message, error.details, headers)
 
 
@@ -88,14 +91,26 @@ def register(app: APIGatewayHttpResolver, logger: Logger) -> None:
         app.exception_handler(errors)(handler)
 
 
+# A 422 lists at most this many field errors; its message says how many there were.
+MAX_FIELD_ERRORS = 20
+
+
+def invalid(message: str, details: list[dict[str, Any]]) -> ValidationFailed:
+    """A 422 with the first :data:`MAX_FIELD_ERRORS` field errors (a huge body's thousands
+    of errors would make a response larger than the request)."""
+    if len(details) > MAX_FIELD_ERRORS:
+        message = f"{message}: {len(details)} field errors, the first {MAX_FIELD_ERRORS} listed"
+    return ValidationFailed(message, details[:MAX_FIELD_ERRORS])
+
+
 def _invalid_request(error: RequestValidationError) -> ErrorResponse:
-    return render(ValidationFailed("the request is invalid", field_errors(error.errors())))
+    return render(invalid("the request is invalid", field_errors(error.errors())))
 
 
 def _invalid_input(error: ValidationError) -> ErrorResponse:
     # Raised by a catalogue input model: the errors are the body's.
     details = field_errors(error.errors(include_url=False), prefix=("body",))
-    return render(ValidationFailed("the job input is invalid", details))
+    return render(invalid("the job input is invalid", details))
 
 
 def _no_route(error: NotFoundError) -> ErrorResponse:

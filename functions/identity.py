@@ -4,23 +4,21 @@ dependencies."""
 # No `from __future__ import annotations`: Powertools reads a dependency's type hints on
 # every request, and string annotations would be evaluated each time.
 
-import re
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Depends, Request
 
 from functions import container
-from shared.api_models import OWNER_PATTERN
+from shared.api_models import OWNER_RE
 from shared.errors import Forbidden, Unauthorized
-from shared.jobs import ADMIN, PROFILE_CLAIMS, JobSpec
+from shared.jobs import ADMIN, PROFILE_CLAIMS, RESERVED_OWNERS, JobSpec
 
-_OWNER = re.compile(OWNER_PATTERN)
 _MAX_CLAIM = 320  # the longest valid e-mail address; a longer claim (of either kind) is dropped
 
 
 def is_owner(sub: str) -> bool:
     """Whether ``sub`` is a caller id this API accepts (it becomes an S3 key segment)."""
-    return _OWNER.match(sub) is not None
+    return OWNER_RE.match(sub) is not None
 
 
 def caller(request: Request) -> str:
@@ -32,6 +30,8 @@ def caller(request: Request) -> str:
         raise Unauthorized("the request carries no caller identity (JWT claim 'sub')")
     if not is_owner(sub):
         raise Unauthorized("the caller identity (JWT claim 'sub') has an unsupported format")
+    if sub in RESERVED_OWNERS:
+        raise Unauthorized(f"the caller identity (JWT claim 'sub') {sub!r} is reserved")
     return sub
 
 

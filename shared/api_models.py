@@ -27,13 +27,18 @@ IMAGE_CONTENT_TYPES: frozenset[str] = frozenset(get_args(ImageContentType))
 
 JobStatus = Literal["queued", "scheduled", "running", "done", "failed", "aborted", "expired"]
 
-# A caller id becomes an S3 key segment: no "/", nothing S3 or a shell would mangle.
-OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@|+-]{0,127}$"
+# A caller id becomes an S3 key segment: no "/", nothing S3 or a shell would mangle; the
+# characters real IdPs put in `sub` (Auth0 "auth0|…", Entra ID "_", "user:…", e-mails).
+_OWNER_CHARS = r"[A-Za-z0-9][A-Za-z0-9._@|:+_-]{0,127}"
+# For pydantic (Rust regex: "$" is the end of the text, a trailing newline never matches).
+OWNER_PATTERN = rf"^{_OWNER_CHARS}$"
+# For Python's re, where "$" also matches before a trailing newline: \A and \Z instead.
+OWNER_RE = re.compile(rf"\A{_OWNER_CHARS}\Z")
+
 # uuid4 hex, plus "-N" for the steps of a pipeline.
 JOB_ID_PATTERN = r"^[0-9a-f]{32}(-[0-9]{1,2})?$"
 # POST /uploads mints uuid4 hex; any short alphanumeric id (a ULID, say) parses too.
 _UPLOAD_ID = re.compile(r"^[0-9A-Za-z]{6,64}$")
-_OWNER = re.compile(OWNER_PATTERN)
 
 
 class PublicModel(BaseModel):
@@ -250,7 +255,7 @@ class UploadKey(BaseModel):
         if len(parts) != 4 or parts[0] != "uploads":
             return None
         _, owner, upload_id, filename = parts
-        if not (_OWNER.match(owner) and _UPLOAD_ID.match(upload_id) and filename):
+        if not (OWNER_RE.match(owner) and _UPLOAD_ID.match(upload_id) and filename):
             return None
         return cls(owner=owner, upload_id=upload_id, filename=filename)
 

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     result_retention_seconds: int = Field(default=24 * 3600, ge=60)
     dead_letter_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    # Per-owner quotas shared by every API instance (shared/limits.py); 0 turns one off.
+    limit_enqueue_per_second: float = Field(default=20.0, ge=0)
+    limit_enqueue_burst: int = Field(default=100, ge=1)
+    limit_unfinished_jobs: int = Field(default=10_000, ge=0)
+    limit_long_polls: int = Field(default=5, ge=0)
+    # A job's result above this (JSON bytes) fails it for good; 0 turns the cap off.
+    result_max_bytes: int = Field(default=256 * 1024, ge=0)
 
     # Worker
     worker_concurrency: int = Field(default=16, ge=1)

@@ -133,6 +133,10 @@ class JobSpec:
         return self.input_model.model_validate(payload)
 
 
+# The owner of jobs no caller enqueued (schedules, S3 events); no token may claim it.
+SYSTEM_OWNER = "system"
+RESERVED_OWNERS: frozenset[str] = frozenset({SYSTEM_OWNER})
+
 # The deployment's admin role (``OFFLOAD_ADMIN_ROLE``), as a catalogue entry names it.
 ADMIN = "admin"
 

@@ -761,3 +761,51 @@ async def test_a_job_that_fails_for_good_reports_its_error_and_is_a_dead_letter(
     retried = await api.acall("POST", f"/jobs/{job_id}/retry")
     assert retried.status == 202
     assert (await _until(api, retried.json["id"], {"failed"}))["name"] == "fetch_external_data"
+
+
+# --- per-owner quotas ------------------------------------------------------------------------
+
+
+def test_over_the_enqueue_rate_a_caller_gets_429_with_retry_after_and_ratelimit_headers(
+        settings: Settings) -> None:
+    tight = settings.model_copy(update={"limit_enqueue_per_second": 0.5,
+                                        "limit_enqueue_burst": 2})
+    box = LambdaContainer(tight)
+    try:
+        api = Api(box)
+        accepted = [api("POST", "/jobs/generate_sales_report", body=REPORT) for _ in range(2)]
+        refused = api("POST", "/jobs/generate_sales_report", body=REPORT)
+        other = api("POST", "/jobs/generate_sales_report", body=REPORT, sub="someone-else")
+        upload = api("POST", "/uploads",
+                     body={"filename": "a.png", "content_type": "image/png", "size": 10})
+    finally:
+        box.close()
+    assert [r.status for r in accepted] == [202, 202]
+    error = assert_error(refused, 429, "rate_limited")
+    assert "at most 0.5 per second" in error["message"]
+    assert error["details"] == {"limit": "enqueue", "retry_after_seconds": 2}
+    assert refused.headers["Retry-After"] == "2"
+    assert refused.headers["RateLimit-Policy"] == '"enqueue";q=2;w=4'
+    assert refused.headers["RateLimit"] == '"enqueue";r=0;t=2'
+    assert other.status == 202  # one caller's quota is theirs alone
+    assert_error(upload, 429, "rate_limited")  # an upload is an enqueue too
+
+
+def test_too_many_long_polls_at_once_get_429(settings: Settings) -> None:
+    tight = settings.model_copy(update={"limit_long_polls": 1})
+    box = LambdaContainer(tight)
+    try:
+        api = Api(box)
+        job_id = api("POST", "/jobs/generate_sales_report", body=REPORT).json["id"]
+        held = box.queue(lambda q: q.lease_long_poll(SUB, 20))  # another instance's long-poll
+        refused = api("GET", f"/jobs/{job_id}", query={"wait": "1"})
+        plain = api("GET", f"/jobs/{job_id}")  # without ?wait= there is no limit
+        box.queue(lambda q: q.release_long_poll(SUB, held))
+        waited = api("GET", f"/jobs/{job_id}", query={"wait": "1"})
+    finally:
+        box.close()
+    error = assert_error(refused, 429, "rate_limited")
+    assert error["details"]["limit"] == "long-polls"
+    assert refused.headers["RateLimit-Policy"] == '"long-polls";q=1;w=1'
+    assert plain.status == 200
+    assert waited.status == 200

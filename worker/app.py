@@ -100,6 +100,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         Keys(settings.queue_name),
         settings.result_retention_seconds,
         settings.dead_letter_retention_seconds,
+        settings.result_max_bytes,
     )
     return worker
 

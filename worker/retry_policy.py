@@ -37,6 +37,7 @@ from streaq.types import TaskContext
 
 from shared.errors import PermanentJobError
 from shared.jobs import CATALOGUE, CONTEXT_KWARG
+from shared.limits import job_finished
 from shared.queue import DeadLetter, Keys, record_dead_letter
 from shared.queue.wire import JobFailure
 from worker.progress import REPORTER, ProgressReporter
@@ -156,8 +157,9 @@ class RetryPolicy:
     """The middleware: ``RetryPolicy(worker, keys, ...)`` registers it on ``worker``."""
 
     def __init__(self, worker: Worker[Any], keys: Keys, retention_seconds: int,
-                 dead_letter_ttl: int) -> None:
+                 dead_letter_ttl: int, result_max_bytes: int = 0) -> None:
         self._worker = worker
+        self.result_max_bytes = result_max_bytes  # 0: no cap
         self._keys = keys
         self._dead_letter_ttl = dead_letter_ttl
         self._retention = retention_seconds
@@ -203,9 +205,14 @@ class RetryPolicy:
         try:
             with run.scope:
                 if rules.timeout_seconds is None:
-                    return await fn(*call.args, **call.kwargs)
-                with anyio.fail_after(rules.timeout_seconds):
-                    return await fn(*call.args, **call.kwargs)
+                    result = await fn(*call.args, **call.kwargs)
+                else:
+                    with anyio.fail_after(rules.timeout_seconds):
+                        result = await fn(*call.args, **call.kwargs)
+                self._check_size(result)
+                await job_finished(self._worker.redis, self._keys,
+                                   call.context.get("owner") or SYSTEM_OWNER, task.task_id)
+                return result
         except Exception as exc:
             if run.scope.cancel_called:
                 raise self._cut_short(call) from exc
@@ -216,6 +223,18 @@ class RetryPolicy:
             JOB.reset(job_token)
             REPORTER.reset(reporter)
         raise self._cut_short(call)  # the scope ended the job (see RunningJobs.cut_short_at)
+
+    def _check_size(self, result: Any) -> None:
+        """A result over the cap fails the job for good: it would sit in Redis for the
+        whole retention (big outputs belong in blob storage, with their key returned)."""
+        if self.result_max_bytes <= 0 or result is None:
+            return
+        size = len(json.dumps(result, default=str).encode())
+        if size > self.result_max_bytes:
+            raise PermanentJobError(
+                f"the job's result is {size} bytes, over the {self.result_max_bytes}-byte "
+                f"limit (OFFLOAD_RESULT_MAX_BYTES): store large outputs with ctx.blobs and "
+                f"return their key")
 
     def _cut_short(self, call: Call) -> StreaqRetry:
         log.warning("job %s %s was cut short; it will run again", call.rules.name,
@@ -260,6 +279,14 @@ class RetryPolicy:
             failed_at=datetime.now(UTC),
         )
         await record_dead_letter(redis, self._keys, self._dead_letter_ttl, letter)
+        # The job (the whole pipeline, for a step) no longer counts as unfinished.
+        await job_finished(redis, self._keys, letter.owner, pipeline_id(letter.id))
+
+
+def pipeline_id(task_id: str) -> str:
+    """A pipeline step's job id ("<id>-N") names its pipeline: "<id>"."""
+    head, _, tail = task_id.rpartition("-")
+    return head if head and tail.isdigit() and len(head) == 32 else task_id
 
 
 def _json_object(raw: str | bytes | None) -> dict[str, Any]:

@@ -35,6 +35,8 @@ _DESCRIPTIONS = {
     413: "The body is over the configured limit.",
     415: "The body is not JSON.",
     422: "Invalid body or parameters; `details` lists each field error.",
+    429: "An owner quota is spent (enqueue rate, unfinished jobs or long-polls); "
+         "`Retry-After`, `RateLimit-Policy` and `RateLimit` say which and when.",
     503: "Redis is unreachable; retry after `Retry-After` seconds.",
 }
 

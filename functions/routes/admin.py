@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from functions import container
-from functions.identity import CallerRoles, require_role
+from functions.identity import Caller, CallerRoles, require_role
 from functions.routes import COMMON, responses
 from shared.api_models import AdminOverview, PriorityDepth, ScheduleInfo
 from shared.jobs import ADMIN
@@ -32,8 +32,9 @@ def next_run(expression: str, now: datetime) -> datetime | None:
     responses=responses(200, AdminOverview, "The queue now.", *COMMON, 403),
     tags=["admin"],
 )
-def overview(roles: CallerRoles) -> AdminOverview:
-    require_role(roles, ADMIN, "the operations overview")
+def overview(owner: Caller, roles: CallerRoles) -> AdminOverview:
+    # ``owner``: a caller identity comes first (401 without one), then the role (403).
+    require_role(roles, ADMIN, f"the operations overview (caller {owner})")
     depth = container.run(lambda q: q.queued_by_priority())
     stats = container.run(lambda q: q.stats())
     now = datetime.now(UTC)

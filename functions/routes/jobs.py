@@ -5,7 +5,7 @@ it; anyone else gets 404."""
 # No `from __future__ import annotations`: Powertools reads a route's type hints on every
 # request, and string annotations would be evaluated each time.
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from aws_lambda_powertools import Logger
@@ -28,13 +28,13 @@ from shared.api_models import (
 from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.jobs import CATALOGUE
 from shared.queue import EnqueuedJob, JobView
+from shared.queue.client import MAX_DELAY_SECONDS
 
 logger = Logger(service=SERVICE, child=True)
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]  # untyped __init__
 
 # Long-polls end before API Gateway's 30 s integration timeout.
 MAX_WAIT_SECONDS = 20
-MAX_DELAY_SECONDS = 30 * 24 * 3600
 MAX_NAME_LENGTH = 64
 MAX_PRIORITY_LENGTH = 32
 ACCEPTED = 202
@@ -64,7 +64,7 @@ def _enqueueable() -> str:
         "schema lists each job's). Jobs callers may enqueue:\n\n" + _enqueueable()
     ),
     responses=responses(202, JobAccepted, "Enqueued (or the job an Idempotency-Key already made).",
-                        *COMMON, 403, 404, 409, 413),
+                        *COMMON, 403, 404, 409, 413, 429),
     tags=["jobs"],
 )
 def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP parameter
@@ -96,6 +96,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
     if not spec.http_enqueueable:
         raise Forbidden(f"job {name!r} cannot be enqueued over HTTP")
     check_job_role(spec, roles)
+    container.run(lambda q: q.admit(owner))
     _check_schedule(delay_seconds, run_at, priority)
     job = container.run(
         lambda q: q.enqueue(
@@ -121,6 +122,10 @@ def _check_schedule(delay: int | None, run_at: datetime | None, priority: str | 
     if delay is not None and run_at is not None:
         problems.append({"loc": ["query", "run_at"], "type": "conflict",
                          "msg": "give delay_seconds or run_at, not both"})
+    if run_at is not None and (run_at - datetime.now(UTC)).total_seconds() > MAX_DELAY_SECONDS:
+        problems.append({"loc": ["query", "run_at"], "type": "less_than_equal",
+                         "msg": f"run_at must be at most {MAX_DELAY_SECONDS // 86400} days "
+                                f"ahead, like delay_seconds"})
     allowed = container.settings().priorities
     if priority is not None and priority not in allowed:
         problems.append({"loc": ["query", "priority"], "type": "literal_error",
@@ -134,7 +139,7 @@ def _check_schedule(delay: int | None, run_at: datetime | None, priority: str | 
     summary="Read a job (optionally long-poll until it finishes or reports progress)",
     description="Includes a presigned download URL for each file in the result (owner "
     "only, signed at read time) and the job's last reported progress.",
-    responses=responses(200, JobPublic, "The job.", *COMMON, 404),
+    responses=responses(200, JobPublic, "The job.", *COMMON, 404, 429),
     tags=["jobs"],
 )
 def read_job(
@@ -152,7 +157,13 @@ def read_job(
     ] = "finish",
 ) -> JobPublic:
     timeout = min(wait, container.settings().api_max_wait_seconds)
-    view, progress = container.run(lambda q: outputs.follow(q, job_id, owner, timeout, wait_for))
+    lease = container.run(lambda q: q.lease_long_poll(owner, timeout)) if timeout else None
+    try:
+        view, progress = container.run(
+            lambda q: outputs.follow(q, job_id, owner, timeout, wait_for))
+    finally:
+        if lease is not None:
+            container.run(lambda q: q.release_long_poll(owner, lease))
     return _public(view).model_copy(update={
         "downloads": outputs.downloads(view, owner),
         "progress": outputs.progress_public(progress),
@@ -177,10 +188,11 @@ def abort_job(job_id: JobId, owner: Caller) -> JobPublic:
     "/jobs/<job_id>/retry",
     status_code=202,
     summary="Enqueue a dead letter again, as a new job",
-    responses=responses(202, JobAccepted, "The new job.", *COMMON, 404),
+    responses=responses(202, JobAccepted, "The new job.", *COMMON, 404, 429),
     tags=["jobs"],
 )
 def retry_job(job_id: JobId, owner: Caller) -> JobAccepted:
+    container.run(lambda q: q.admit(owner))
     job = container.run(
         lambda q: q.retry_dead_letter(job_id, owner, correlation_id=logger.get_correlation_id())
     )

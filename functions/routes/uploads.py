@@ -34,7 +34,7 @@ router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]  # untyped __in
         "expires processes the second object as a new job, whose id also derives from the "
         "object's version/ETag."
     ),
-    responses=responses(201, UploadPublic, "The signed upload.", *COMMON, 413),
+    responses=responses(201, UploadPublic, "The signed upload.", *COMMON, 413, 429),
     tags=["uploads"],
 )
 def create_upload(
@@ -49,6 +49,7 @@ def create_upload(
             [{"loc": ["body", "size"], "type": "less_than_equal",
               "msg": f"size must be at most {limit} bytes"}],
         )
+    container.run(lambda q: q.admit(owner))  # each upload becomes a job
     key = UploadKey(owner=owner, upload_id=uuid.uuid4().hex, filename=upload.filename)
     bucket = state.settings.uploads_bucket
     post = presigned_post(

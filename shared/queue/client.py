@@ -23,7 +23,7 @@ from streaq.types import StreaqError
 
 from shared.config import Settings
 from shared.errors import Conflict, NotFound
-from shared.jobs import CATALOGUE, JobSpec
+from shared.jobs import CATALOGUE, RESERVED_OWNERS, JobSpec
 from shared.queue import outcomes
 from shared.queue.connection import Connection
 from shared.queue.dead_letters import (
@@ -76,6 +76,13 @@ def _accept(found: JobMeta, wanted: JobMeta, job_id: str) -> None:
     if not found.same_job(wanted):
         raise Conflict("this Idempotency-Key was used with a different job or payload",
                        {"job_id": job_id})
+
+
+# The retry policy's longest backoff between tries (worker/retry_policy.py).
+MAX_BACKOFF_SECONDS = 300
+# The furthest ahead a job may be scheduled (delay_seconds or run_at): every key a job
+# writes expires after its start, so this bounds how long a caller can hold memory.
+MAX_DELAY_SECONDS = 30 * 24 * 3600
 
 
 @dataclass
@@ -161,6 +168,8 @@ class JobQueue:
         delay = delay_seconds or 0.0
         if run_at is not None:
             delay = max(0.0, (run_at - datetime.now(UTC)).total_seconds())
+        if delay > MAX_DELAY_SECONDS:
+            raise ValueError(f"a job may start at most {MAX_DELAY_SECONDS // 86400} days ahead")
         chosen = job_id is not None and idempotency_key is None
         fresh = job_id is None and idempotency_key is None
         if idempotency_key is not None:
@@ -179,8 +188,18 @@ class JobQueue:
                        caller_name=(profile or {}).get("name") or "")
         steps = tuple((step_id, meta.for_step(step_name, job_id))
                       for step_name, step_id in zip(spec.steps[:-1], step_ids[:-1], strict=True))
-        plan = Plan(job_id, meta, steps, caller_chosen_id=chosen)
+        plan = Plan(job_id, meta, steps, caller_chosen_id=chosen,
+                    unfinished_until_ms=self._unfinished_until(spec, owner, meta))
         return await self._conn.call(lambda: self._enqueue(plan, fresh=fresh))
+
+    def _unfinished_until(self, spec: JobSpec, owner: str, meta: JobMeta) -> int:
+        """The latest time the job could still be unfinished: its start, then every try of
+        every task at its timeout plus the longest backoff (0: owner not limited)."""
+        if self.settings.limit_unfinished_jobs <= 0 or owner in RESERVED_OWNERS:
+            return 0
+        tasks = [CATALOGUE[step] for step in spec.steps] if spec.is_pipeline else [spec]
+        run_for = sum((t.timeout_seconds + MAX_BACKOFF_SECONDS) * t.max_tries for t in tasks)
+        return max(meta.created_ms, meta.run_at_ms) + (run_for + 60) * 1000
 
     def _meta_ttl(self, spec: JobSpec, delay: float) -> int:
         run_for = spec.timeout_seconds * spec.max_tries + spec.max_tries**2
@@ -360,6 +379,8 @@ class JobQueue:
         retention = self.settings.result_retention_seconds
         await self._conn.call(lambda: self.redis.set(marker, str(now_ms()), ex=retention))
         await self._conn.call(lambda: self.streaq.abort_by_id(job_id, timeout=wait))
+        # An aborted job no longer counts among the owner's unfinished jobs.
+        await self._conn.call(lambda: self.redis.zrem(self.keys.unfinished(owner), [job_id]))
         return await self.view(job_id, owner)
 
     async def dead_letters(self, owner: str, limit: int = 100) -> list[DeadLetter]:
@@ -370,16 +391,42 @@ class JobQueue:
     async def retry_dead_letter(
         self, job_id: str, owner: str, correlation_id: str | None = None
     ) -> EnqueuedJob:
-        """Enqueue a dead letter again as a new job, and forget the dead letter."""
+        """Enqueue a dead letter again as a new job, and forget the dead letter.
+
+        The new job's id derives from the dead letter, so concurrent retries of one dead
+        letter enqueue one job (each gets it back), not one each.
+        """
         [letter] = await self._conn.call(
             lambda: load_dead_letters(self.redis, self.keys, [job_id]))
         if letter is None or letter.owner != owner:
             raise NotFound(f"no dead letter {job_id!r}")
+        retry_id = deterministic_job_id("retry", owner, job_id, letter.failed_at.isoformat())
         job = await self.enqueue(
-            letter.name, letter.payload, owner=owner, correlation_id=correlation_id
+            letter.name, letter.payload, owner=owner, correlation_id=correlation_id,
+            job_id=retry_id,
         )
         await self._conn.call(lambda: forget_dead_letter(self.redis, self.keys, job_id, owner))
         return job
+
+    # --- per-owner quotas (shared/limits.py) ---------------------------------------------
+
+    def _limits(self) -> Any:
+        from shared.limits import Limits  # imported here: shared.limits uses this package
+
+        return Limits(self.redis, self.keys, self.settings)
+
+    async def admit(self, owner: str) -> None:
+        """Spend one of ``owner``'s enqueues and check their unfinished jobs (RateLimited)."""
+        await self._conn.call(lambda: self._limits().admit(owner))
+
+    async def lease_long_poll(self, owner: str, seconds: float) -> str | None:
+        """One of ``owner``'s concurrent long-polls for ``seconds`` (RateLimited)."""
+        lease: str | None = await self._conn.call(
+            lambda: self._limits().lease_long_poll(owner, seconds))
+        return lease
+
+    async def release_long_poll(self, owner: str, lease: str | None) -> None:
+        await self._conn.call(lambda: self._limits().release_long_poll(owner, lease))
 
     # --- metrics -----------------------------------------------------------------------
 

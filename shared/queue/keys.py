@@ -55,6 +55,10 @@ class Keys:
         """The owner's jobs: a sorted set of job id -> created time (ms), for listing."""
         return f"{self.prefix}jobs:{owner}"
 
+    def unfinished(self, owner: str) -> str:
+        """The owner's unfinished jobs: job id -> the latest time it could still run (ms)."""
+        return f"{self.prefix}unfinished:{owner}"
+
     def dead_index(self, owner: str) -> str:
         return f"{self.prefix}dead:{owner}"
 

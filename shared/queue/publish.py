@@ -56,6 +56,9 @@ class Plan:
     meta: JobMeta
     steps: tuple[tuple[str, JobMeta], ...] = ()
     caller_chosen_id: bool = False
+    # Counted among the owner's unfinished jobs (shared/limits.py) until this time (ms);
+    # 0: not counted.
+    unfinished_until_ms: int = 0
 
 
 def build_task(streaq: Worker[Any], job_id: str, meta: JobMeta) -> Task[Any, Any]:
@@ -105,6 +108,13 @@ class Publisher:
         pipe.zadd(index, {plan.job_id: plan.meta.created_ms}, condition=PureToken.NX)
         pipe.zremrangebyscore(index, 0, plan.meta.created_ms - retention * 1000)
         pipe.expire(index, retention)
+        if plan.unfinished_until_ms:
+            open_jobs = self.keys.unfinished(plan.meta.owner)
+            pipe.zadd(open_jobs, {plan.job_id: plan.unfinished_until_ms}, condition=PureToken.NX)
+            # Lives as long as its latest entry: NX gives a new set its expiry, GT extends it.
+            lifetime = plan.unfinished_until_ms - plan.meta.created_ms + 60_000
+            pipe.pexpire(open_jobs, lifetime, condition=PureToken.NX)
+            pipe.pexpire(open_jobs, lifetime, condition=PureToken.GT)
 
     async def enqueue(self, plan: Plan, accept: Callable[[JobMeta], None]) -> tuple[bool, JobMeta]:
         """Publish ``plan`` once. Returns whether this call created the job, and the
@@ -225,3 +235,4 @@ class Publisher:
         async with self.streaq.redis.pipeline(transaction=False) as pipe:
             pipe.delete(keys)
             pipe.zrem(self.keys.owner_jobs(plan.meta.owner), [plan.job_id])
+            pipe.zrem(self.keys.unfinished(plan.meta.owner), [plan.job_id])
