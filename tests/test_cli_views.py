@@ -123,6 +123,14 @@ def test_a_mail_reads_like_an_e_mail() -> None:
     assert text == "To: alice@example.com\nSubject: Welcome\n\nHello Alice"
 
 
+def test_an_html_mail_is_shown_as_text() -> None:
+    html = ('<!doctype html><html><body style="x"><p>Hello Alice,</p><p>welcome &amp; '
+            "enjoy.<br>Line two</p><table><tr><td>EUR</td><td>12.50</td></tr></table>"
+            "</body></html>")
+    text = render_mail({"to": ["a@example.com"], "subject": "Hi", "text": html})
+    assert text.split("\n\n", 1)[1] == "Hello Alice,\nwelcome & enjoy.\nLine two\nEUR 12.50"
+
+
 def test_client_commands_without_a_stack_say_how_to_start_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -129,9 +129,10 @@ class ApiClient:
         with each view whose status or progress differs from the last; the last view."""
         deadline = time.monotonic() + timeout
         seen: tuple[Any, Any] | None = None
+        first = True  # a plain read first, so the state it starts in is shown at once
         while True:
             left = deadline - time.monotonic()
-            wait = max(0, min(max_wait, int(left)))
+            wait = 0 if first else max(0, min(max_wait, int(left)))
             body = self.long_poll(job_id, wait, "progress")
             state = (body.get("status"), body.get("progress"))
             if on_change is not None and state != seen:
@@ -139,8 +140,9 @@ class ApiClient:
             seen = state
             if body.get("status") in FINISHED or time.monotonic() >= deadline:
                 return body
-            if wait == 0:  # under a second left: one more plain read ends it
+            if wait == 0 and not first:  # under a second left: one more read ends it
                 time.sleep(max(0.0, deadline - time.monotonic()))
+            first = False
 
     def await_job(self, job_id: str, timeout: float, interval: float = 0.3) -> dict[str, Any]:
         """The job once it exists: an upload's job answers 404 until its S3 event has been

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -350,7 +351,36 @@ def _mail(args: argparse.Namespace) -> int:
     return run_client(args, action)
 
 
+class _TextOfHtml(HTMLParser):
+    """The readable text of an HTML e-mail: tags dropped, a line break per block."""
+
+    BLOCKS = frozenset({"p", "br", "div", "tr", "li", "h1", "h2", "h3", "table"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.BLOCKS:
+            self.parts.append("\n")
+        elif tag in ("td", "th"):
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def mail_text(body: str) -> str:
+    """``body`` as plain text (moto keeps the HTML part of a message when it has one)."""
+    if "<" not in body:
+        return body.strip()
+    parser = _TextOfHtml()
+    parser.feed(body)
+    lines = (line.strip() for line in "".join(parser.parts).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
 def render_mail(message: dict[str, Any]) -> str:
     to = ", ".join(message.get("to", []))
-    text = str(message.get("text", "")).strip()
+    text = mail_text(str(message.get("text", "")))
     return f"To: {to}\nSubject: {message.get('subject', '')}\n\n{text}"

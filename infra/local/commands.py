@@ -61,6 +61,9 @@ def _add_dev(add_parser: AddParser) -> None:
     p.add_argument("--no-reload", action="store_true",
                    help="do not restart workers and handlers when worker/, shared/ or "
                         "functions/ change")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="every component's full log: Lambda INFO logs and metrics, every "
+                        "request, Streaq's per-job lines and retry tracebacks")
     p.set_defaults(func=_dev)
 
 
@@ -85,7 +88,7 @@ def _dev(args: argparse.Namespace) -> int:
     options = DevOptions(port=args.port, ui_port=args.ui_port, workers=args.workers,
                          api_concurrency=max(1, args.api_concurrency), fire=args.fire,
                          token=args.token, exit_with_parent=args.exit_with_parent,
-                         reload=not args.no_reload)
+                         reload=not args.no_reload, verbose=args.verbose)
     if args.template is not None:
         options.template = args.template.resolve()
     return run_dev(options)
