@@ -33,7 +33,8 @@ def register(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``offload bench`` (registered under ``offload.commands`` in pyproject.toml)."""
     p = add_parser(
         "bench", help="run the benchmarks (bench/README.md)",
-        description="Run the benchmarks side by side: tables to stdout, JSON to bench/results/.")
+        description="Run the benchmarks side by side: tables to stdout, JSON to bench/results/.",
+        epilog="examples:\n  offload bench --quick   # a smoke run of about a minute")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run of about a minute: few rounds, small job counts")
     p.add_argument("--only", action="append", choices=sorted(BENCHMARKS), default=None,

@@ -53,13 +53,47 @@ def render(error: ApiError) -> ErrorResponse:
     return error_response(error.status_code, error.code, error.message, error.details, headers)
 
 
+_DATE = "expected a date as YYYY-MM-DD, e.g. 2026-11-01"
+_DATETIME = "expected a date and time as ISO 8601 with an offset, e.g. 2026-11-01T09:30:00Z"
+# Pydantic error types whose own message names a Python notion (or a misleading cause:
+# `123` for a date says "Datetimes provided to dates should have zero time") -> what a
+# person should send instead. Types not listed keep pydantic's message.
+FRIENDLY_MESSAGES = {
+    "date_type": _DATE, "date_parsing": _DATE, "date_from_datetime_inexact": _DATE,
+    "date_from_datetime_parsing": _DATE,
+    "datetime_type": _DATETIME, "datetime_parsing": _DATETIME,
+    "datetime_from_date_parsing": _DATETIME, "timezone_aware": _DATETIME,
+    "int_type": "expected a whole number", "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number", "float_parsing": "expected a number",
+    "bool_type": "expected true or false", "bool_parsing": "expected true or false",
+    "string_type": "expected a string",
+    "url_type": "expected a URL as a string, e.g. https://example.com/data.json",
+    "url_parsing": "expected an absolute URL, e.g. https://example.com/data.json",
+    "url_scheme": "expected an http or https URL",
+    "missing": "this field is required",
+    "extra_forbidden": "unknown field: remove it (the job's fields are in GET /openapi.json)",
+}
+
+
+def _friendly(error: Any) -> str:
+    """A message a person can act on; parsing errors keep their reason (``month value is
+    outside expected range of 1-12``)."""
+    message = FRIENDLY_MESSAGES.get(str(error.get("type", "")))
+    if message is None:
+        return str(error.get("msg", "invalid value"))
+    reason = (error.get("ctx") or {}).get("error")
+    return f"{message} ({reason})" if isinstance(reason, str) and reason else message
+
+
 def field_errors(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Pydantic-style errors as ``{loc, type, msg}``: no input echoed, no Python internals."""
+    """Pydantic-style errors as ``{loc, type, msg}``: no input echoed, no Python internals,
+    and a message that says what is expected (:data:`FRIENDLY_MESSAGES`)."""
     return [
         {
             "loc": [*prefix, *(p if isinstance(p, int) else str(p) for p in e.get("loc", ()))],
             "type": str(e.get("type", "invalid")),
-            "msg": str(e.get("msg", "invalid value")),
+            "msg": _friendly(e),
         }
         for e in errors
     ]

@@ -45,8 +45,10 @@ class ScheduledJob(BaseModel):
 
 
 class ScheduledJobEvent(EventBridgeModel):
-    """An EventBridge event carrying a :class:`ScheduledJob` as its detail."""
+    """An EventBridge event carrying a :class:`ScheduledJob` as its detail. ``version`` may
+    be absent: SAM CLI's ``generate-event cloudwatch scheduled-event`` sample has none."""
 
+    version: str = "0"
     detail: ScheduledJob
 
 

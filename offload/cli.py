@@ -51,16 +51,43 @@ def registered(entries: Iterable[EntryPoint] | None = None) -> list[Register]:
     return found
 
 
+# A command's ``epilog`` lists examples as lines starting with this; ``offload --help``
+# shows the first of each command's.
+EXAMPLE_PREFIX = "  offload "
+
+
+def _summary_epilog(commands: dict[str, argparse.ArgumentParser]) -> str:
+    firsts = []
+    for parser in commands.values():
+        found = [line for line in (parser.epilog or "").splitlines()
+                 if line.startswith(EXAMPLE_PREFIX)]
+        firsts += found[:1]
+    lines = ["examples:", *firsts, ""] if firsts else []
+    lines.append("`offload COMMAND --help` shows a command's options and more examples.")
+    return "\n".join(lines)
+
+
 def _parser_and_commands() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
-        prog="offload", description="Run slow work behind a serverless API.")
+        prog="offload", description="Run slow work behind a serverless API.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, title="commands",
                                 metavar="COMMAND")
-    p = sub.add_parser("test", help="run the test suite (arguments go to pytest)")
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        # Descriptions and example epilogs keep their line breaks.
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(name, **kwargs)
+
+    p = add_parser("test", help="run the test suite (arguments go to pytest)",
+                   description="Run the test suite; every argument goes to pytest.",
+                   epilog="examples:\n  offload test -q -x tests/test_cli.py\n"
+                          "  offload test -k readme")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_test)
     for register in registered():
-        register(sub.add_parser)
+        register(add_parser)
+    parser.epilog = _summary_epilog(sub.choices)
     return parser, sub.choices
 
 

@@ -267,6 +267,31 @@ def test_invalid_body_is_422_listing_each_field(api: Api) -> None:
     assert all(d["msg"] for d in error["details"])
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("start_date", 123, "expected a date as YYYY-MM-DD"),
+        ("start_date", "2026-13-01", "month value is outside expected range"),
+        ("start_date", "2026-11-01T10:00:00", "expected a date as YYYY-MM-DD"),
+        ("currency", 7, "expected a string"),
+    ],
+)
+def test_a_wrong_type_says_the_expected_format(
+    api: Api, field: str, value: object, expected: str
+) -> None:
+    # GIVEN a report request with one field of the wrong type or format
+    body: dict[str, object] = {"start_date": "2026-11-01", "end_date": "2026-11-27"}
+    body[field] = value
+    # WHEN it is enqueued
+    error = assert_error(api("POST", "/jobs/generate_sales_report", body=body), 422,
+                         "validation_failed")
+    # THEN the field's message says what to send, not pydantic's internals
+    [detail] = error["details"]
+    assert detail["loc"] == ["body", field]
+    assert expected in detail["msg"]
+    assert "Datetimes provided" not in detail["msg"]
+
+
 def test_cross_field_rule_of_the_input_model_is_422(api: Api) -> None:
     body = {"start_date": "2026-11-27", "end_date": "2026-11-01"}
     error = assert_error(api("POST", "/jobs/generate_sales_report", body=body), 422,

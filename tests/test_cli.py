@@ -38,13 +38,17 @@ def test_help_gives_every_command_a_one_line_description() -> None:
                             timeout=60, check=True, env={"COLUMNS": "100"})
     # THEN each command has one line of description (argparse puts it on the next line
     # when the name is long), and nothing else is listed
-    lines = result.stdout.split("commands:", 1)[1].strip().splitlines()[1:]  # after COMMAND
+    listing, _, after = result.stdout.split("commands:", 1)[1].strip().partition("\n\n")
+    lines = listing.splitlines()[1:]  # after COMMAND
     described: dict[str, str] = {}
     while lines:
         name, *rest = lines.pop(0).split(maxsplit=1)
         described[name] = rest[0] if rest else lines.pop(0).strip()
     assert set(described) == set(command_names())
     assert all(described.values()), described
+    # AND an example follows for every command that gives one, each a runnable line
+    examples = [line.split()[1] for line in after.splitlines() if line.startswith("  offload ")]
+    assert set(examples) == set(command_names()), after
 
 
 def test_a_part_that_is_not_installed_is_skipped() -> None:
@@ -111,3 +115,14 @@ def test_the_module_runs_as_a_script() -> None:
     # THEN it finds the registered commands too
     assert result.returncode == 0, result.stderr
     assert "--processes" in result.stdout
+
+
+@pytest.mark.parametrize("name", command_names())
+def test_every_command_help_has_examples_and_keeps_their_lines(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a registered command
+    # WHEN its help is printed
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    # THEN it ends with examples, one command line each (not re-wrapped into a paragraph)
+    assert "examples:\n  offload " + name in capsys.readouterr().out

@@ -75,6 +75,22 @@ def test_eventbridge_event_with_the_job_as_detail(container: LambdaContainer) ->
     assert meta(container, result["job_id"])["correlation_id"] == event["id"]
 
 
+def test_sam_cli_scheduled_event_sample_without_version_is_accepted(
+    container: LambdaContainer,
+) -> None:
+    # GIVEN `sam local generate-event cloudwatch scheduled-event` (no "version" field) whose
+    # detail names a job
+    event = load_event("sam-cli-scheduled-event.json")
+    assert "version" not in event
+    event["detail"] = {"job": "send_daily_digest"}
+    # WHEN it is delivered
+    result = invoke(container, event)
+    # THEN the job is enqueued under the event's id
+    assert result["enqueued"] is True, result
+    assert result["job_id"] == deterministic_job_id("schedule", "send_daily_digest",
+                                                    event["id"])
+
+
 @pytest.mark.parametrize(
     ("event", "reason"),
     [

@@ -16,7 +16,11 @@ AddParser = Callable[..., argparse.ArgumentParser]
 
 def register(add_parser: AddParser) -> None:
     """Add the worker's subcommands to ``offload``."""
-    p = add_parser("worker", help="run Streaq worker processes for every job")
+    p = add_parser("worker", help="run Streaq worker processes for every job",
+                   description="Run Streaq worker processes for every catalogue job, with "
+                               "the settings from OFFLOAD_* variables.",
+                   epilog="examples:\n  offload worker --processes 2 --concurrency 16\n"
+                          "  offload worker --burst   # exit when the queue is empty")
     p.add_argument("--processes", "-p", type=_at_least_one, default=1,
                    help="worker processes (one process is CPU-bound: scale with processes)")
     p.add_argument("--concurrency", "-c", type=_at_least_one, default=None,
@@ -27,7 +31,8 @@ def register(add_parser: AddParser) -> None:
     p.add_argument("--verbose", "-v", action="store_true", help="log every job's start and end")
     p.set_defaults(func=_worker)
 
-    p = add_parser("worker-health", help="exit 0 when this container's workers are alive")
+    p = add_parser("worker-health", help="exit 0 when this container's workers are alive",
+                   epilog="examples:\n  offload worker-health || echo unhealthy")
     p.add_argument("--state-dir", type=Path, default=None,
                    help="where the workers recorded their ids")
     p.set_defaults(func=_worker_health)

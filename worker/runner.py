@@ -34,18 +34,32 @@ __all__ = ["DEFAULT_STATE_DIR", "check_health", "run_one", "run_workers"]
 DEFAULT_STATE_DIR = Path(os.environ.get("OFFLOAD_WORKER_STATE_DIR", "/tmp/offload-worker"))  # noqa: S108
 
 
-class _DropPerJobLines(logging.Filter):
+class DropRepeatedJobLines(logging.Filter):
     """Streaq logs a line as each job starts ("task <name> □ <id> → worker <id>") and one
     as it succeeds ("task <name> ■ <id> ← <result>"). The retry policy's own line ("job
     <name> <id> try n/m correlation_id=...") says more than the first, and a finished job's
     outcome is in its status; failures and retries are logged at WARNING and above. One
-    line per job is enough by default: ``--verbose`` keeps all three."""
+    line per job is enough by default: ``--verbose`` keeps all three.
+
+    A retry is one line too: the policy's WARNING ("failed (Type: message); retry n in
+    Xs") says what Streaq's "Retrying task" traceback and "↻ retrying" line repeat, as
+    do "↳ dependent triggered" and "task <name> (U+00D7) <id> failed" beside the policy's
+    ERROR. A job that fails for good keeps Streaq's traceback."""
+
+    _REPEATED = ("→ worker", "■", "retrying in", "retrying at", "↳ dependent",
+                 " \u00d7 ")  # Streaq's "task <name> \u00d7 <id> failed"
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno == logging.ERROR and message.startswith("Retrying task"):
+            return False
         if record.levelno != logging.INFO:
             return True
-        message = record.getMessage()
-        return not ("→ worker" in message or "■" in message)
+        return not any(mark in message for mark in self._REPEATED)
+
+
+# Libraries that log at INFO for every request or image: their lines only with --verbose.
+_CHATTY_LOGGERS = ("httpx", "pyvips", "botocore", "boto3")
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -55,7 +69,9 @@ def _configure_logging(verbose: bool) -> None:
         stream=sys.stdout,
     )
     if not verbose:
-        logging.getLogger("streaq").addFilter(_DropPerJobLines())
+        logging.getLogger("streaq").addFilter(DropRepeatedJobLines())
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     # The format uses none of the record's thread or process: don't look them up for every
     # record (the logging HOWTO's "Optimization" section).
     logging.logThreads = False

@@ -114,12 +114,20 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def container_spec(plan: FunctionPlan, index: int, env: dict[str, str]) -> ChildSpec:
-    """A local Lambda container for ``plan``'s function, as SAM would configure it."""
+# A quiet stack's Lambda containers log warnings and errors only: the gateway's access
+# line already says each request happened.
+QUIET_LAMBDA_ENV = {"POWERTOOLS_LOG_LEVEL": "WARNING"}
+
+
+def container_spec(plan: FunctionPlan, index: int, env: dict[str, str],
+                   verbose: bool = True) -> ChildSpec:
+    """A local Lambda container for ``plan``'s function, as SAM would configure it
+    (quieter than the template says unless ``verbose``)."""
     fn = plan.function
     lambda_env = {
         **env,
         **{k: v for k, v in fn.environment.items() if k not in env},
+        **({} if verbose else QUIET_LAMBDA_ENV),
         "AWS_LAMBDA_FUNCTION_NAME": fn.logical_id,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory),
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -166,11 +174,12 @@ def fixtures_spec(port: int, env: dict[str, str]) -> ChildSpec:
     )
 
 
-def workers_spec(processes: int, state_dir: Path, env: dict[str, str]) -> ChildSpec:
+def workers_spec(processes: int, state_dir: Path, env: dict[str, str],
+                 verbose: bool = False) -> ChildSpec:
     return ChildSpec(
         name="worker",
         argv=[PYTHON, "-m", "offload.cli", "worker", "--processes", str(processes),
-              "--state-dir", str(state_dir / "workers")],
+              "--state-dir", str(state_dir / "workers"), *(["--verbose"] if verbose else [])],
         env=env, cwd=str(REPO_ROOT),
     )
 

@@ -36,6 +36,7 @@ from infra.local.supervisor import (
     StartupError,
     Supervisor,
     free_ports,
+    metric_line,
     port_free,
     sweep_marked,
 )
@@ -70,6 +71,7 @@ class DevOptions:
     grace: float = 4.0
     exit_with_parent: bool = False  # for tools that start a stack for themselves
     reload: bool = False  # restart workers/handlers when their code changes (`offload dev`)
+    verbose: bool = False  # every component's full log (else one line per job state change)
 
 
 @dataclass
@@ -272,13 +274,14 @@ def start_stack(stack: Stack, sup: Supervisor, cancel: threading.Event) -> str:
         services.append("mongo")
     sup.start(c.fixtures_spec(ports.fixtures, env))
     services.append("fixtures")
-    containers = [sup.start(c.container_spec(plan, index, env)).spec.name
+    verbose = stack.options.verbose
+    containers = [sup.start(c.container_spec(plan, index, env, verbose)).spec.name
                   for plan in stack.functions.values() for index in range(len(plan.ports))]
     sup.wait_ready(services, timeout, cancel)
     sup.say(f"{', '.join(services)} ready after {time.monotonic() - t0:.1f} s")
     queue_url = str(json.loads(sup.children["aws"].ready_text.partition(" ")[2])["queue_url"])
     if stack.options.workers > 0:
-        sup.start(c.workers_spec(stack.options.workers, state_dir(), env))
+        sup.start(c.workers_spec(stack.options.workers, state_dir(), env, verbose))
     sup.start(c.streaq_ui_spec(ports.ui, env))
     sup.wait_ready(containers, timeout, cancel)
     sup.say(f"Lambda containers ({', '.join(containers)}) ready after "
@@ -315,6 +318,7 @@ def _gateway_config(stack: Stack) -> Path:
         port=stack.ports.api, routes=routes, tokens=stack.tokens, pools=pools,
         timeouts={p.function.logical_id: p.function.timeout for p in stack.functions.values()},
         aws_endpoint_url=stack.settings_env["OFFLOAD_AWS_ENDPOINT_URL"],
+        log_reads=stack.options.verbose,
     )
     return _write_private(state_dir() / "gateway.json", asdict(config))
 
@@ -349,7 +353,33 @@ def stack_state(stack: Stack, sup: Supervisor) -> StackState:
     )
 
 
-def banner(stack: Stack, state: StackState, took: float) -> str:
+def seed_users(state: StackState) -> list[str]:
+    """Seed the demo users (and a week of orders) into the stack's MongoDB, once; one
+    banner line per user with their id and dev token. A failure is one line: the stack
+    runs without them (the demo seeds again)."""
+    import anyio
+
+    from infra.local.seed import SUBJECTS, USERS, seed, settings_for
+
+    try:
+        seeded = anyio.run(seed, settings_for(state.env))
+    except Exception as exc:  # reported in the banner; the stack goes on without them
+        return [f"not seeded: {type(exc).__name__}: {exc}"]
+    tokens = {sub: token for token, sub in {state.token: state.sub,
+                                            **state.other_tokens}.items()}
+    lines = []
+    for email, name in USERS:
+        sub = SUBJECTS.get(email)
+        if sub in tokens:
+            roles = f", {DEV_GROUPS[sub].strip('[]')}" if sub in DEV_GROUPS else ""
+            who = f"token {tokens[sub]}   (sub {sub}{roles})"
+        else:
+            who = "(no token)"
+        lines.append(f"{name} <{email}>  id {seeded.user_ids[email]}  {who}")
+    return lines
+
+
+def banner(stack: Stack, state: StackState, took: float, users: list[str] | None = None) -> str:
     sched = ", ".join(f"{t['name']} {t['expression']}" for t in state.schedules) or "none"
     workers = stack.options.workers
     rows = [
@@ -370,14 +400,20 @@ def banner(stack: Stack, state: StackState, took: float) -> str:
         ("Schedules", sched),
         ("State", str(state_file())),
     ]
+    for n, user in enumerate(users or []):
+        rows.insert(1 + n, ("Users" if n == 0 else "", user))
     lines = [f"Offload dev stack is up in {took:.1f} s", *(f"  {k:<14} {v}" for k, v in rows)]
+    cli = "./infra/local/offload"
     lines += [
         "Try:",
         f"  curl -s -H 'Authorization: Bearer {state.token}' -H 'content-type: application/json'"
         f" -d '{{\"start_date\":\"2026-11-01\",\"end_date\":\"2026-11-27\"}}'"
         f" {state.api_url}/jobs/generate_sales_report",
-        "  offload enqueue NAME --data '{...}'   offload status ID --wait   offload fire NAME"
-        "   offload demo",
+        f"  {cli} jobs   (every job and its input)",
+        f"  {cli} enqueue send_welcome_email --wait   then   {cli} mail",
+        f"  {cli} list   {cli} status ID --wait   {cli} download ID   {cli} demo",
+        "Log: one line per request that changes something and per job start, retry and "
+        "failure" + ("" if stack.options.verbose else " (--verbose: everything)") + ".",
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
@@ -425,7 +461,7 @@ def _clear_stale_stack() -> None:
 
 def run_dev(options: DevOptions, out: Any = None) -> int:
     """Run the stack until Ctrl-C (or SIGTERM); 0 after a clean stop."""
-    log = LogStream(out)
+    log = LogStream(out, drop=None if options.verbose else metric_line)
     try:
         lock = _lock_state_dir()
         _clear_stale_stack()
@@ -446,7 +482,8 @@ def run_dev(options: DevOptions, out: Any = None) -> int:
         start_stack(stack, sup, stop)
         state = stack_state(stack, sup)
         state.save()
-        log.raw(banner(stack, state, time.monotonic() - started))
+        users = seed_users(state)
+        log.raw(banner(stack, state, time.monotonic() - started, users))
         if options.reload:
             _start_reload(stack, sup, stop)
         for name in options.fire:

@@ -79,6 +79,8 @@ class GatewayConfig:
     timeouts: dict[str, float] = field(default_factory=dict)
     # moto's endpoint, for the console's local inbox (/_dev/mail); "" turns /_dev/* off
     aws_endpoint_url: str = ""
+    # Log successful reads (GET/HEAD < 400) too; off, polling leaves the log alone.
+    log_reads: bool = True
 
     @classmethod
     def load(cls, path: Path) -> GatewayConfig:
@@ -228,6 +230,12 @@ class Gateway:
         return lambda_result_to_reply(result.payload)
 
 
+def should_log(method: str, status: int, log_reads: bool) -> bool:
+    """Whether a request gets an access line: every write (an enqueue, an abort, an
+    upload) and every error, and successful reads only when ``log_reads``."""
+    return log_reads or method not in ("GET", "HEAD") or status >= 400
+
+
 class BadRequest(ValueError):
     """The request's framing (Content-Length, chunk sizes) cannot be read."""
 
@@ -261,7 +269,8 @@ class GatewayHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(reply.body)
         elapsed = (time.monotonic() - started) * 1000
-        say(f"{self.command} {self.path} {reply.status} {elapsed:.0f}ms sub={who}")
+        if should_log(self.command, reply.status, self.server.gateway.config.log_reads):
+            say(f"{self.command} {self.path} {reply.status} {elapsed:.0f}ms sub={who}")
 
     def _answer(self) -> tuple[Reply, str]:
         """The reply and who asked; the connection closes after a body it could not read."""

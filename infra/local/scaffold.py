@@ -178,7 +178,7 @@ def register(add_parser: AddParser) -> None:
         description="Write shared/catalogue/NAME.py, worker/tasks/NAME.py and "
                     "tests/jobs/test_NAME.py. The worker, the API and the catalogue test "
                     "pick the job up with no other edit (docs/JOBS.md).",
-        epilog="example: offload new-job resize_avatar --http "
+        epilog="examples:\n  offload new-job resize_avatar --http "
                "--description 'Resize a user avatar.'",
     )
     p.add_argument("name", help="the job's name: lowercase letters, digits and _")

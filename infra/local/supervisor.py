@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -70,9 +70,11 @@ class Child:
 class LogStream:
     """One output for every component: ``name | line``, coloured on a terminal."""
 
-    def __init__(self, out: TextIO | None = None, width: int = 14) -> None:
+    def __init__(self, out: TextIO | None = None, width: int = 14,
+                 drop: Callable[[str, str], bool] | None = None) -> None:
         self.out = out or sys.stdout
         self.width = width
+        self.drop = drop  # (component, line) -> leave it out of the stream
         self.colour = self.out.isatty() and not os.environ.get("NO_COLOR")
         self._lock = threading.Lock()
         self._colours: dict[str, str] = {}
@@ -87,6 +89,8 @@ class LogStream:
                 pass
 
     def line(self, name: str, text: str) -> None:
+        if self.drop is not None and self.drop(name, text):
+            return
         prefix = name[: self.width].ljust(self.width)
         if self.colour:
             code = self._colours.setdefault(name, _COLOURS[len(self._colours) % len(_COLOURS)])
@@ -97,6 +101,13 @@ class LogStream:
                 self.out.flush()
             except (OSError, ValueError):
                 pass  # the terminal went away; keep supervising
+
+
+def metric_line(name: str, text: str) -> bool:
+    """An EMF metric document a Lambda printed (CloudWatch reads them in AWS; a quiet
+    local log leaves them out; Powertools' ``single_metric`` prints them whatever
+    ``POWERTOOLS_METRICS_DISABLED`` says)."""
+    return text.startswith('{"_aws"')
 
 
 class Supervisor:
