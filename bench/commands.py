@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "image_concurrency": "bench.image_concurrency",
     "bomb": "bench.bomb",
     "worker_throughput": "bench.worker_throughput",
+    "fairness": "bench.fairness",
     "enqueue": "bench.enqueue",
     "cold_start": "bench.cold_start",
     "end_to_end": "bench.end_to_end",

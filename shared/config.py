@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     limit_enqueue_burst: int = Field(default=100, ge=1)
     limit_unfinished_jobs: int = Field(default=10_000, ge=0)
     limit_long_polls: int = Field(default=5, ge=0)
+    # At most this many running jobs per owner across all workers (worker/fair_share.py);
+    # 0: no limit.
+    owner_concurrency: int = Field(default=8, ge=0)
     # A job's result above this (JSON bytes) fails it for good; 0 turns the cap off.
     result_max_bytes: int = Field(default=256 * 1024, ge=0)
 

@@ -123,6 +123,9 @@ class JobSpec:
     steps: tuple[str, ...] = field(default=())
     # A role the caller needs to enqueue it over HTTP (ADMIN: the configured admin role).
     required_role: str | None = None
+    # At most this many of this job running per owner (like Trigger.dev's concurrencyKey);
+    # None: the owner's overall limit (OFFLOAD_OWNER_CONCURRENCY) applies.
+    concurrency_per_owner: int | None = None
 
     @property
     def is_pipeline(self) -> bool:

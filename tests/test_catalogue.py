@@ -36,8 +36,8 @@ def test_catalogue_options_are_applied(name: str) -> None:
     spec = CATALOGUE[name]
     task = build_worker(SETTINGS).registry[name]
     assert task.timeout == timedelta(seconds=spec.timeout_seconds + STREAQ_TIMEOUT_MARGIN_SECONDS)
-    # One delivery beyond the policy's tries, so the policy always sees the last one.
-    assert task.max_tries == spec.max_tries + 1
+    # The policy counts tries itself (a fair-share deferral is not one): Streaq has no limit.
+    assert task.max_tries is None
     retention = spec.result_ttl_seconds or SETTINGS.result_retention_seconds
     assert task.ttl == timedelta(seconds=retention)
 

@@ -22,12 +22,15 @@ from shared.jobs import CATALOGUE, JobSpec
 from shared.queue import Keys, make_streaq
 from shared.queue.presence import keep_announced
 from worker.context import WorkerContext, open_context
+from worker.fair_share import FairShare, QuietDeferrals
 from worker.redelivery import release_unstarted, set_prefetch
 from worker.redis_watchdog import redis_options
 from worker.retry_policy import RetryPolicy
 from worker.tasks.base import JobImpl
 
 log = logging.getLogger("offload.worker")
+# One filter for the process: Streaq's retry records of fair-share deferrals are dropped.
+QUIET_DEFERRALS = QuietDeferrals()
 
 # Streaq's own timeout is a backstop behind the policy's (which retries); it fires only
 # if a job ignores cancellation.
@@ -101,7 +104,10 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         settings.result_retention_seconds,
         settings.dead_letter_retention_seconds,
         settings.result_max_bytes,
+        FairShare(worker, Keys(settings.queue_name), settings.owner_concurrency)
+        if settings.owner_concurrency else None,
     )
+    logging.getLogger("streaq").addFilter(QUIET_DEFERRALS)
     return worker
 
 
@@ -117,9 +123,9 @@ def _register(worker: Worker[WorkerContext], spec: JobSpec,
     worker.task(
         name=spec.name,
         timeout=timedelta(seconds=spec.timeout_seconds + STREAQ_TIMEOUT_MARGIN_SECONDS),
-        # One delivery beyond max_tries, so a job whose worker died on its last try still
-        # reaches the policy (which dead-letters it) instead of Streaq's silent refusal.
-        max_tries=spec.max_tries + 1,
+        # No limit in Streaq: the policy counts tries itself (a fair-share deferral is not
+        # one) and dead-letters a job past them, even one whose worker died on each try.
+        max_tries=None,
         ttl=timedelta(seconds=spec.result_ttl_seconds or settings.result_retention_seconds),
     )(run)
 

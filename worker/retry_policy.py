@@ -37,15 +37,19 @@ from streaq.types import TaskContext
 
 from shared.errors import PermanentJobError
 from shared.jobs import CATALOGUE, CONTEXT_KWARG
-from shared.limits import job_finished
+from shared.limits import job_finished, limited
 from shared.queue import DeadLetter, Keys, record_dead_letter
 from shared.queue.wire import JobFailure
+from worker.fair_share import FairShare
 from worker.progress import REPORTER, ProgressReporter
 from worker.run_records import RunRecorder
 from worker.running_jobs import CopyCancelled, JobRun, RunningJobs
 
 log = logging.getLogger("offload.worker")
 
+# A task without a timeout holds its fair-share slot this long if its worker dies.
+DEFAULT_LEASE_SECONDS = 900
+STREAQ_GRACE_SECONDS = 60
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
 
@@ -151,14 +155,17 @@ class Call:
     context: dict[str, str]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    tries: int  # this run's try: Streaq's count less the deferrals (worker/fair_share.py)
 
 
 class RetryPolicy:
     """The middleware: ``RetryPolicy(worker, keys, ...)`` registers it on ``worker``."""
 
-    def __init__(self, worker: Worker[Any], keys: Keys, retention_seconds: int,
-                 dead_letter_ttl: int, result_max_bytes: int = 0) -> None:
+    def __init__(self, worker: Worker[Any], keys: Keys, retention_seconds: int,  # noqa: PLR0913
+                 dead_letter_ttl: int, result_max_bytes: int = 0,
+                 fair: FairShare | None = None) -> None:
         self._worker = worker
+        self.fair = fair  # per-owner running-job slots; None: no limit
         self.result_max_bytes = result_max_bytes  # 0: no cap
         self._keys = keys
         self._dead_letter_ttl = dead_letter_ttl
@@ -186,19 +193,44 @@ class RetryPolicy:
         # The context the enqueue put beside the input (absent for a task enqueued by
         # other means, e.g. Streaq's own client: such a job has no metadata either).
         context: dict[str, str] = kwargs.pop(CONTEXT_KWARG, None) or {}
-        call = Call(task, self.rules(task.fn_name), context, args, kwargs)
+        rules = self.rules(task.fn_name)
+        owner = context.get("owner") or SYSTEM_OWNER
+        fair = self.fair
+        deferred = await fair.deferrals(task.task_id) if fair and task.tries > 1 else 0
+        lease = (rules.timeout_seconds or DEFAULT_LEASE_SECONDS) + STREAQ_GRACE_SECONDS
+        if fair is not None and not await fair.acquire(owner, rules.name, task.task_id, lease):
+            raise await fair.defer(task.task_id, deferred)
+        call = Call(task, rules, context, args, kwargs, tries=task.tries - deferred)
+        done = False
         try:
-            return await self.running.run(task.task_id, partial(self._first_copy, fn, call))
+            if call.tries > rules.max_tries + 1:  # its worker died on every try
+                await self._fail(RuntimeError("the job's worker stopped during each try"), call)
+            result = await self.running.run(task.task_id, partial(self._first_copy, fn, call))
+            done = True
+            return result
         except CopyCancelled as exc:  # the copy that ran was cancelled: run it again
             raise StreaqRetry(str(exc), delay=timedelta(seconds=backoff_seconds(1))) from exc
+        finally:
+            # One round trip: free the fair-share slot and, once done, the owner's quota.
+            await self._release(owner, rules.name, task.task_id, done)
+
+    async def _release(self, owner: str, name: str, job_id: str, done: bool) -> None:
+        slots = self.fair.slots_key(owner, name) if self.fair is not None else None
+        quota = self._keys.unfinished(owner) if done and limited(owner) else None
+        if slots is None and quota is None:
+            return
+        async with self._worker.redis.pipeline(transaction=False) as pipe:
+            for key in (slots, quota):
+                if key is not None:
+                    pipe.zrem(key, [job_id])
 
     async def _first_copy(self, fn: AsyncFn, call: Call, run: JobRun) -> Any:
         task, rules = call.task, call.rules
         log.info("job %s %s try %d/%d correlation_id=%s", rules.name, task.task_id,
-                 task.tries, rules.max_tries, call.context.get("correlation_id") or "-")
+                 call.tries, rules.max_tries, call.context.get("correlation_id") or "-")
         run_key = self._keys.job(task.task_id) + ":run"
-        self._recorder.started(run_key, task.tries)
-        token = ATTEMPT.set(Attempt(task.tries, rules.max_tries))
+        self._recorder.started(run_key, call.tries)
+        token = ATTEMPT.set(Attempt(call.tries, rules.max_tries))
         job_token = JOB.set(JobContext.from_message(call.context))
         reporter = REPORTER.set(ProgressReporter(self._worker.redis, self._keys, task.task_id,
                                                  self._retention))
@@ -210,8 +242,6 @@ class RetryPolicy:
                     with anyio.fail_after(rules.timeout_seconds):
                         result = await fn(*call.args, **call.kwargs)
                 self._check_size(result)
-                await job_finished(self._worker.redis, self._keys,
-                                   call.context.get("owner") or SYSTEM_OWNER, task.task_id)
                 return result
         except Exception as exc:
             if run.scope.cancel_called:
@@ -239,26 +269,26 @@ class RetryPolicy:
     def _cut_short(self, call: Call) -> StreaqRetry:
         log.warning("job %s %s was cut short; it will run again", call.rules.name,
                     call.task.task_id)
-        delay = backoff_seconds(call.task.tries)
+        delay = backoff_seconds(call.tries)
         return StreaqRetry("cut short", delay=timedelta(seconds=delay))
 
     async def _fail(self, exc: Exception, call: Call) -> None:
         """Retry ``exc`` (raise ``StreaqRetry``) or fail for good (raise ``JobFailure``)."""
         task, rules = call.task, call.rules
         permanent = is_permanent(exc)
-        if not permanent and task.tries < rules.max_tries:
-            delay = backoff_seconds(task.tries)
+        if not permanent and call.tries < rules.max_tries:
+            delay = backoff_seconds(call.tries)
             log.warning("job %s %s failed (%s: %s); retry %d in %.1fs", rules.name,
-                        task.task_id, type(exc).__name__, exc, task.tries + 1, delay)
+                        task.task_id, type(exc).__name__, exc, call.tries + 1, delay)
             raise StreaqRetry(str(exc), delay=timedelta(seconds=delay)) from exc
         log.error("job %s %s failed for good after %d tries: %s: %s", rules.name,
-                  task.task_id, task.tries, type(exc).__name__, exc)
+                  task.task_id, call.tries, type(exc).__name__, exc)
         await self._dead_letter(exc, call)
         shown: Exception = exc
         if isinstance(exc, TimeoutError):
             shown = TimeoutError(f"job exceeded its {rules.timeout_seconds}s timeout")
         raise JobFailure.from_exception(shown, retryable=not permanent,
-                                        tries=task.tries) from exc
+                                        tries=call.tries) from exc
 
     async def _dead_letter(self, exc: Exception, call: Call) -> None:
         args, kwargs = call.args, call.kwargs
@@ -275,7 +305,7 @@ class RetryPolicy:
             payload=payload,
             error_type=type(exc).__name__,
             error=str(exc) or type(exc).__name__,
-            tries=call.task.tries,
+            tries=call.tries,
             failed_at=datetime.now(UTC),
         )
         await record_dead_letter(redis, self._keys, self._dead_letter_ttl, letter)

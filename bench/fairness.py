@@ -1,0 +1,131 @@
+"""Fairness: tenant A floods the queue, tenant B enqueues a few; how long does B wait?
+
+One worker (``worker.app.build_worker``, the policy middleware with fair share) of
+concurrency 16 in this process, on a private Redis. A enqueues 2,000 jobs of 20 ms, then B
+enqueues 20; B's wait is from its enqueue to its job's start. Three cases side by side: the
+per-owner limit of 8, no limit (B waits behind A's backlog), and B alone on an idle queue.
+Then the limiter's cost: no-op jobs/s with and without it, spread over many owners so the
+limit never binds (what is measured is the slot bookkeeping, not the limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import anyio
+
+from bench.report import BenchConfig, BenchResult, Goal
+from bench.stats import median, ratio
+from infra.local.private_redis import RedisServer
+from shared.jobs import CONTEXT_KWARG
+
+CONCURRENCY = 16
+LIMIT = 8
+TASK = "fair_bench"
+
+
+def _settings(redis_url: str, limit: int) -> Any:
+    from shared.config import Settings
+
+    return Settings(redis_url=redis_url, queue_name=f"fair-{uuid.uuid4().hex[:8]}",
+                    owner_concurrency=limit, worker_concurrency=CONCURRENCY)
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+async def _scenario(redis_url: str, limit: int, flood: int, few: int, job_ms: float,
+                    owners: int = 1) -> dict[str, Any]:
+    """Run ``flood`` jobs of tenant A (spread over ``owners`` ids) then ``few`` of B; B's
+    waits (ms) and the whole run's jobs/s."""
+    from worker.app import build_worker
+
+    settings = _settings(redis_url, limit)
+    worker = build_worker(settings, concurrency=CONCURRENCY)
+    starts: dict[str, float] = {}
+    finished: list[str] = []
+    done = anyio.Event()
+    total = flood + few + 1
+
+    @worker.task(name=TASK, timeout=60, max_tries=None)
+    async def fair_bench(tag: str) -> None:
+        starts[tag] = time.time() * 1000
+        if job_ms:
+            await asyncio.sleep(job_ms / 1000)
+        finished.append(tag)
+        if len(finished) == total:
+            done.set()
+
+    worker.handle_signals = False
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run_async)
+        # One job first, so the measured ones do not pay for the worker's warm-up.
+        warm = await worker.enqueue_unsafe(TASK, "warm-up").start()
+        await warm.result(timeout=30)
+        began = time.perf_counter()
+        enqueued: dict[str, float] = {}
+        for owner_prefix, count in (("tenant-a", flood), ("tenant-b", few)):
+            batch = []
+            for i in range(count):
+                owner = owner_prefix if owners == 1 else f"{owner_prefix}-{i % owners}"
+                tag = f"{owner_prefix}:{i}"
+                batch.append(worker.enqueue_unsafe(TASK, tag, **{CONTEXT_KWARG: {"owner": owner}}))
+                enqueued[tag] = time.time() * 1000
+            for start in range(0, len(batch), 1000):
+                await worker.enqueue_many(batch[start:start + 1000])
+        with anyio.fail_after(600):
+            await done.wait()
+        seconds = time.perf_counter() - began
+        tg.cancel_scope.cancel()
+    waits = [starts[t] - enqueued[t] for t in enqueued if t.startswith("tenant-b")]
+    a_first = [starts[t] for t in enqueued if t.startswith("tenant-a")]
+    return {"b_waits_ms": waits, "jobs_per_s": (flood + few) / seconds, "seconds": seconds,
+            "a_span_ms": (max(a_first) - min(a_first)) if a_first else 0.0}
+
+
+def run(config: BenchConfig) -> BenchResult:
+    flood, few, job_ms = (200, 10, 20.0) if config.quick else (2000, 20, 20.0)
+    noops, rounds = (1000, 1) if config.quick else (5000, 3)
+    with RedisServer() as redis:
+        idle = asyncio.run(_scenario(redis.url, LIMIT, 0, few, job_ms))
+        limited = asyncio.run(_scenario(redis.url, LIMIT, flood, few, job_ms))
+        unlimited = asyncio.run(_scenario(redis.url, 0, flood, few, job_ms))
+        on: list[float] = []
+        off: list[float] = []
+        for _ in range(rounds):  # alternated, so drift in the machine's load hits both
+            for limit, rates in ((0, off), (LIMIT, on)):
+                noop = asyncio.run(_scenario(redis.url, limit, noops, 0, 0, owners=500))
+                rates.append(noop["jobs_per_s"])
+    cases = [("B alone (idle queue)", idle), (f"A's flood, limit {LIMIT}", limited),
+             ("A's flood, no limit", unlimited)]
+    rows = [[name, f"{p95(c['b_waits_ms']):.0f}", f"{median(c['b_waits_ms']):.0f}",
+             f"{c['seconds']:.1f}"] for name, c in cases]
+    idle_p95, limited_p95 = p95(idle["b_waits_ms"]), p95(limited["b_waits_ms"])
+    cost = 1 - ratio(median(on), median(off))
+    goals = [
+        Goal(f"B's p95 wait with A's flood <= 3x B's p95 on an idle queue (limit {LIMIT})",
+             f"{limited_p95:.0f} ms vs {idle_p95:.0f} ms idle = "
+             f"{ratio(limited_p95, idle_p95):.2f}x (no limit: "
+             f"{p95(unlimited['b_waits_ms']):.0f} ms)", limited_p95 <= 3 * idle_p95),
+        Goal("the limiter costs <= 10% of no-op throughput",
+             f"{median(on):.0f} vs {median(off):.0f} jobs/s = {cost * 100:.1f}% cost",
+             cost <= 0.10),
+    ]
+    rows += [["no-op jobs/s, limiter on", f"{median(on):.0f}", "", ""],
+             ["no-op jobs/s, limiter off", f"{median(off):.0f}", "", ""]]
+    return BenchResult(
+        name="fairness",
+        title=f"Fairness: A enqueues {flood} x {job_ms:.0f} ms jobs, then B {few} "
+              f"(1 worker, concurrency {CONCURRENCY})",
+        headers=["case", "B p95 wait (ms)", "B median wait (ms)", "run (s)"],
+        rows=rows, goals=goals,
+        notes=[f"no-op throughput: {noops} jobs over 500 owners, {rounds} rounds each, "
+               f"limit {LIMIT} (never binding)"],
+        data={"idle": idle, "limited": limited, "unlimited": unlimited,
+              "noop_on": on, "noop_off": off},
+    )

@@ -1,0 +1,103 @@
+"""Fair share: one owner's flood holds at most N of the workers' slots, another owner's jobs
+start without waiting behind it, and waiting for a slot is not a try."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from streaq import Worker
+
+from shared.config import Settings
+from shared.jobs import CONTEXT_KWARG
+from worker.app import build_worker
+from worker.retry_policy import current_job
+
+pytestmark = pytest.mark.anyio
+
+
+class Probe:
+    """A task that records who started when, and how many of each owner ran at once."""
+
+    def __init__(self, worker: Worker[Any], seconds: float) -> None:
+        self.starts: list[str] = []
+        self.running: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+
+        @worker.task(name="fair_probe", timeout=30, max_tries=None)
+        async def fair_probe(tag: str) -> str:
+            owner = current_job().owner
+            self.starts.append(owner)
+            self.running[owner] += 1
+            self.peak[owner] = max(self.peak[owner], self.running[owner])
+            try:
+                await anyio.sleep(seconds)
+            finally:
+                self.running[owner] -= 1
+            return tag
+
+
+@asynccontextmanager
+async def running(worker: Worker[Any]) -> AsyncIterator[None]:
+    worker.handle_signals = False
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run_async)
+        yield
+        tg.cancel_scope.cancel()
+
+
+async def enqueue(worker: Worker[Any], owner: str, count: int) -> list[Any]:
+    return [await worker.enqueue_unsafe("fair_probe", f"{owner}{i}",
+                                        **{CONTEXT_KWARG: {"owner": owner}}).start()
+            for i in range(count)]
+
+
+async def finish(tasks: list[Any]) -> list[Any]:
+    results = []
+    for task in tasks:
+        results.append(await task.result(timeout=60))
+    return results
+
+
+@pytest.mark.parametrize("limit", [2, 0])
+async def test_a_flood_holds_at_most_the_limit_and_others_start_first(
+        settings: Settings, mongo: Any, limit: int) -> None:
+    worker = build_worker(settings.model_copy(update={"owner_concurrency": limit}),
+                          concurrency=4)
+    probe = Probe(worker, seconds=0.05)
+    async with running(worker):
+        flood = await enqueue(worker, "tenant-a", 20)
+        few = await enqueue(worker, "tenant-b", 2)
+        results = await finish(flood + few)
+    assert all(r.success for r in results), [r for r in results if not r.success]
+    assert sorted(probe.starts) == ["tenant-a"] * 20 + ["tenant-b"] * 2
+    b_last = max(i for i, owner in enumerate(probe.starts) if owner == "tenant-b")
+    a_fifth = [i for i, owner in enumerate(probe.starts) if owner == "tenant-a"][4]
+    if limit:
+        # THEN A never ran more than its limit, and B did not wait behind A's backlog
+        assert probe.peak["tenant-a"] <= limit
+        assert b_last < a_fifth, probe.starts
+    else:
+        # Without the limit (the control): B waits behind A's backlog.
+        assert b_last > a_fifth, probe.starts
+
+
+async def test_waiting_for_a_slot_is_not_a_try(settings: Settings, mongo: Any) -> None:
+    worker = build_worker(settings.model_copy(update={"owner_concurrency": 1}), concurrency=2)
+    Probe(worker, seconds=0.01)
+    # GIVEN the owner's only slot is held (by a job on another worker) for the next second
+    slots = f"offload:{settings.queue_name}:running:tenant-a"
+    async with running(worker):
+        lapse = int(time.time() * 1000) + 1000
+        await worker.redis.zadd(slots, {"elsewhere": lapse})
+        [task] = await enqueue(worker, "tenant-a", 1)
+        result = await task.result(timeout=30)
+        deferred = await worker.redis.get(f"offload:{settings.queue_name}:job:{task.id}:deferred")
+    # THEN the one-try job waited (deferred several times) and then ran, and succeeded
+    assert result.success, result
+    assert int(deferred or 0) >= 2
