@@ -68,19 +68,26 @@ def build_task(streaq: Worker[Any], job_id: str, meta: JobMeta) -> Task[Any, Any
     delay_ms = max(0, meta.run_at_ms - now_ms()) if meta.run_at_ms else 0
     delay = timedelta(milliseconds=delay_ms) if delay_ms else None
     priority = meta.priority or spec.priority
+    # Streaq's task data expires with the job's metadata (its start, every try, the
+    # retention), through ``expire`` of enqueue_unsafe's per-call stand-in registration:
+    # without it a job scheduled far ahead keeps its data for ever if it is lost.
+    expire = timedelta(seconds=meta.ttl_s)
     if not spec.is_pipeline:
         task = streaq.enqueue_unsafe(spec.name, **meta.data, **context)
+        task.parent.expire = expire
         task.id = job_id
         return task.start(delay=delay, priority=priority)
     first, *rest = spec.steps
     step_ids = meta.step_ids
     tail = streaq.enqueue_unsafe(first, **meta.data, **context)
+    tail.parent.expire = expire
     tail.id = step_ids[0]
     tail.start(delay=delay, priority=priority)
     for step_name, step_id in zip(rest, step_ids[1:], strict=True):
         # ``parent`` is enqueue_unsafe's stand-in for a task this process does not register;
         # the previous step's result is its positional argument, the context its keyword.
         stand_in = streaq.enqueue_unsafe(step_name).parent
+        stand_in.expire = expire
         tail = tail.then(stand_in, **context)  # type: ignore[call-overload]
         tail.id = step_id
         tail.start(priority=priority)
