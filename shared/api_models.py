@@ -137,6 +137,9 @@ class JobPublic(PublicModel):
     result: Any = Field(default=None, description="The job's return value, when done.")
     error: JobErrorPublic | None = None
     steps: list[str] = Field(default_factory=list, description="Step job ids of a pipeline.")
+    input: dict[str, Any] | None = Field(default=None, description="The job's input, as enqueued.")
+    replay_of: str | None = Field(default=None,
+                                  description="The job this one replays with an edited input.")
     links: JobLinks
     downloads: list[DownloadPublic] = Field(
         default_factory=list, description="The files in the result, each with a download URL.")

@@ -834,3 +834,22 @@ def test_too_many_long_polls_at_once_get_429(settings: Settings) -> None:
     assert refused.headers["RateLimit-Policy"] == '"long-polls";q=1;w=1'
     assert plain.status == 200
     assert waited.status == 200
+
+
+# --- replay ---------------------------------------------------------------------------------
+
+
+def test_a_replay_links_to_the_job_it_replays_and_shows_its_own_input(api: Api) -> None:
+    original = api("POST", "/jobs/generate_sales_report", body=REPORT).json["id"]
+    edited = {**REPORT, "end_date": "2026-11-28"}
+    replay = api("POST", "/jobs/generate_sales_report", body=edited,
+                 query={"replay_of": original})
+    assert replay.status == 202, replay.text
+    read = api("GET", f"/jobs/{replay.json['id']}").json
+    assert read["replay_of"] == original
+    assert read["input"] == {**edited, "currency": None}
+    assert api("GET", f"/jobs/{original}").json["replay_of"] is None
+    # Only one of your own jobs can be replayed.
+    theirs = api("POST", "/jobs/generate_sales_report", body=REPORT, sub="someone-else").json["id"]
+    refused = api("POST", "/jobs/generate_sales_report", body=edited, query={"replay_of": theirs})
+    assert_error(refused, 404, "not_found")

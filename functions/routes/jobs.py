@@ -89,6 +89,12 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
     ] = None,
     run_at: Annotated[AwareDatetime | None, Query(description="Run at this time.")] = None,
     priority: Annotated[str | None, Query(max_length=MAX_PRIORITY_LENGTH)] = None,
+    replay_of: Annotated[
+        str | None,
+        Query(pattern=JOB_ID_PATTERN,
+              description="One of your jobs this one replays (the console's replay): linked "
+                          "from the new job as `replay_of`; 404 when it is not yours."),
+    ] = None,
 ) -> JobAccepted:
     spec = CATALOGUE.get(name)
     if spec is None:
@@ -109,6 +115,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
             priority=priority,
             correlation_id=logger.get_correlation_id(),
             profile=profile,
+            replay_of=replay_of,
         )
     )
     if job.created:
@@ -221,6 +228,8 @@ def _public(view: JobView) -> JobPublic:
         result=view.result,
         error=JobErrorPublic(**view.error) if view.error else None,
         steps=list(view.steps),
+        input=view.input,
+        replay_of=view.replay_of,
         links=_links(view.id),
     )
 

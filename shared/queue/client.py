@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -148,9 +148,11 @@ class JobQueue:
         priority: str | None = None,
         correlation_id: str | None = None,
         profile: dict[str, str] | None = None,
+        replay_of: str | None = None,
     ) -> EnqueuedJob:
         """Validate ``payload`` against the catalogue and enqueue job ``name`` for ``owner``.
         ``profile``: the caller's e-mail and name claims, handed to the job with its owner.
+        ``replay_of``: a job of the same owner this one replays (NotFound otherwise).
 
         The same ``job_id`` (or the same ``idempotency_key`` from the same owner) while the
         job is remembered returns the existing job instead of creating a second one; the
@@ -160,6 +162,8 @@ class JobQueue:
         if spec is None:
             raise NotFound(f"unknown job {name!r}")
         data = spec.validate(payload).model_dump(mode="json")
+        if replay_of is not None:
+            await self._owned(replay_of, owner)  # only a job of the caller's own
         prio = priority or spec.priority
         if prio not in self.settings.priorities:
             raise ValueError(f"priority must be one of {self.settings.priorities}")
@@ -185,7 +189,8 @@ class JobQueue:
                        ttl_s=self._meta_ttl(spec, delay), correlation_id=correlation_id or "",
                        priority=prio, run_at_ms=run_at_ms, steps=",".join(step_ids),
                        caller_email=(profile or {}).get("email") or "",
-                       caller_name=(profile or {}).get("name") or "")
+                       caller_name=(profile or {}).get("name") or "",
+                       replay_of=replay_of or "")
         steps = tuple((step_id, meta.for_step(step_name, job_id))
                       for step_name, step_id in zip(spec.steps[:-1], step_ids[:-1], strict=True))
         plan = Plan(job_id, meta, steps, caller_chosen_id=chosen,
@@ -241,12 +246,13 @@ class JobQueue:
         return meta.as_dict()
 
     async def view(self, job_id: str, owner: str) -> JobView:
-        """The caller's view of one of their jobs."""
+        """The caller's view of one of their jobs, with their request (input, replay_of)."""
         meta, remembered = await self._owned(job_id, owner)
-        if remembered is not None:
-            return remembered
-        view = await self._conn.call(lambda: read_view(self.streaq, self.keys, job_id, meta))
-        return await self._remember(meta, view)
+        if remembered is None:
+            view = await self._conn.call(
+                lambda: read_view(self.streaq, self.keys, job_id, meta))
+            remembered = await self._remember(meta, view)
+        return replace(remembered, input=meta.data, replay_of=meta.replay_of or None)
 
     async def _remember(self, meta: JobMeta, view: JobView) -> JobView:
         if view.finished and view.error != ENQUEUE_INCOMPLETE:  # (that one a replay repairs)

@@ -46,6 +46,8 @@ class JobMeta:
     # ``shared.jobs.PROFILE_CLAIMS``): kept so a replay or repair publishes the same context.
     caller_email: str = ""
     caller_name: str = ""
+    # The job this one replays with an edited input (the console's "replay"), if any.
+    replay_of: str = ""
     # 2 from the crash-safe enqueue on; 1: written by an earlier version (a job whose
     # task may be in the old binary format, and which was published: it had no other way
     # to be written).
@@ -65,6 +67,7 @@ class JobMeta:
                    published=bool(data.get("published", True)),
                    caller_email=str(data.get("caller_email") or ""),
                    caller_name=str(data.get("caller_name") or ""),
+                   replay_of=str(data.get("replay_of") or ""),
                    version=int(data.get("version") or 1))
 
     @property

@@ -27,6 +27,7 @@ def _ms(moment: datetime | None) -> int | None:
 def encode(view: JobView) -> str:
     data = asdict(view)
     data.update({name: _ms(getattr(view, name)) for name in _TIMES})
+    data.update(input=None, replay_of=None)  # read from the metadata beside it
     return json.dumps(data, default=str)
 
 

@@ -67,6 +67,9 @@ class JobView:
     result: Any = None
     error: dict[str, str] | None = None
     steps: tuple[str, ...] = ()
+    # The caller's own request, from the metadata (never cached with the outcome).
+    input: dict[str, Any] | None = None
+    replay_of: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -126,7 +129,8 @@ def stand_in_outcome(view: JobView, result: TaskResult[Any], *,
 
 def base_view(job_id: str, meta: JobMeta) -> JobView:
     return JobView(id=job_id, name=meta.name, status="expired", tries=0,
-                   enqueued_at=ms_to_dt(meta.created_ms), steps=meta.step_ids)
+                   enqueued_at=ms_to_dt(meta.created_ms), steps=meta.step_ids,
+                   input=meta.data, replay_of=meta.replay_of or None)
 
 
 async def read_view(streaq: Worker[Any], keys: Keys, job_id: str, meta: JobMeta) -> JobView:

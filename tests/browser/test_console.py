@@ -163,6 +163,25 @@ def test_a_slow_job_is_aborted_from_its_page(console: Console) -> None:
     console.shot("aborted-job")
 
 
+def test_a_job_is_replayed_with_an_edited_input_and_links_to_the_original(
+        console: Console) -> None:
+    rates = f"{console.stack.state.fixtures_url}/rates.json"
+    with console.stack.client() as client:
+        original = client.enqueue("fetch_external_data", {"url": rates})["id"]
+        wait_for_status(client, original, {"done"})
+    console.open(f"#/jobs/{original}")
+    console.status_is("done")
+    assert rates in console.page.inner_text("section pre")  # its input, shown
+    console.page.click("details.replay summary")
+    console.page.fill("#replay-input", f'{{"url": "{rates}?edited=1"}}')
+    console.page.click("#replay")
+    console.page.wait_for_selector(f"a[href='#/jobs/{original}']")
+    assert "replay of" in console.page.inner_text("p.mono")
+    console.status_is("done")
+    assert "edited=1" in console.page.inner_text("section pre")
+    console.shot("replay")
+
+
 def test_dead_letters_are_retried_together(console: Console) -> None:
     with console.stack.client() as client:
         failed = [client.enqueue("fetch_external_data", {"url": f"https://not-allowed.example/{n}"})["id"]
