@@ -122,6 +122,15 @@ class DownloadPublic(PublicModel):
     bytes: int
 
 
+# One step of a pipeline, in a pipeline job's view.
+class StepPublic(PublicModel):
+    name: str
+    job_id: str
+    status: JobStatus
+    tries: int
+    error: str | None = None
+
+
 # GET /jobs/{id}: everything a caller may know about one of their jobs.
 class JobPublic(PublicModel):
     id: str
@@ -136,7 +145,10 @@ class JobPublic(PublicModel):
     finished_at: datetime | None = None
     result: Any = Field(default=None, description="The job's return value, when done.")
     error: JobErrorPublic | None = None
-    steps: list[str] = Field(default_factory=list, description="Step job ids of a pipeline.")
+    steps: list[StepPublic] = Field(
+        default_factory=list,
+        description="A pipeline's steps in order (the last one's id is the job's own), each "
+                    "with its status, tries and error.")
     input: dict[str, Any] | None = Field(default=None, description="The job's input, as enqueued.")
     replay_of: str | None = Field(default=None,
                                   description="The job this one replays with an edited input.")

@@ -141,3 +141,49 @@ async def test_notify_order_for_a_missing_order_fails_permanently(
     assert view.status == "failed"
     assert view.error == {"type": "PermanentJobError", "message": "the order was not found"}
     assert view.tries == 1
+
+
+async def test_a_failed_step_retried_resumes_the_pipeline_and_the_order_finishes(
+    worker: Any, queue: Any, moto_endpoint: str
+) -> None:
+    # GIVEN an order whose first step failed for good: the caller had no account yet
+    owner = f"u-{uuid.uuid4().hex}"
+    payload = order_payload()
+    job = await queue.enqueue("place_order", payload, owner=owner)
+    failed = await queue.wait(job.id, owner, timeout=30)
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert failed.error["message"].startswith("step validate_order failed: PermanentJobError")
+    steps = await queue.step_views(failed, owner)
+    assert [(name, v.status) for name, v in steps] == [
+        ("validate_order", "failed"), ("process_order", "failed"), ("notify_order", "failed")]
+    # WHEN the account exists and the failed step's dead letter is retried
+    user = User(email=address("late"), display_name="Late", subject=owner)
+    await user.insert()
+    resumed = await queue.retry_dead_letter(job.steps[0], owner)
+    # THEN the rest of the pipeline runs after it: the order is recorded and confirmed
+    assert len(resumed.steps) == 3
+    view = await queue.wait(resumed.id, owner, timeout=30)
+    assert view.status == "done", view.error
+    order = await Order.find_one(Order.reference == payload["reference"])
+    assert order is not None
+    assert order.status == "notified"
+    assert view.result["order_id"] == str(order.id)
+    assert len(sent_emails(moto_endpoint, user.email)) == 1
+
+
+async def test_a_later_step_retried_resumes_from_that_step(
+    worker: Any, queue: Any, moto_endpoint: str
+) -> None:
+    # GIVEN a pipeline resumed at its second step with that step's input
+    user = await make_user()
+    owner = str(user.subject)
+    payload = order_payload()
+    step_input = payload | {"user_id": str(user.id), "validated": True}
+    job = await queue.enqueue("place_order", step_input, owner=owner, from_step=1)
+    # THEN only the two remaining steps run, and the order finishes
+    assert len(job.steps) == 2
+    view = await queue.wait(job.id, owner, timeout=30)
+    assert view.status == "done", view.error
+    names = [name for name, _ in await queue.step_views(view, owner)]
+    assert names == ["process_order", "notify_order"]

@@ -24,6 +24,7 @@ from shared.api_models import (
     JobErrorPublic,
     JobLinks,
     JobPublic,
+    StepPublic,
 )
 from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.jobs import CATALOGUE
@@ -171,9 +172,11 @@ def read_job(
     finally:
         if lease is not None:
             container.run(lambda q: q.release_long_poll(owner, lease))
+    steps = container.run(lambda q: q.step_views(view, owner)) if view.steps else []
     return _public(view).model_copy(update={
         "downloads": outputs.downloads(view, owner),
         "progress": outputs.progress_public(progress),
+        "steps": [_step(name, step) for name, step in steps],
     })
 
 
@@ -215,6 +218,12 @@ def _accepted(job: EnqueuedJob) -> JobAccepted:
     return JobAccepted(id=job.id, name=job.name, status=job.status, links=_links(job.id))
 
 
+def _step(name: str, view: JobView) -> StepPublic:
+    error = f"{view.error['type']}: {view.error['message']}" if view.error else None
+    return StepPublic(name=name, job_id=view.id, status=view.status, tries=view.tries,
+                      error=error)
+
+
 def _public(view: JobView) -> JobPublic:
     return JobPublic(
         id=view.id,
@@ -227,7 +236,7 @@ def _public(view: JobView) -> JobPublic:
         finished_at=view.finished_at,
         result=view.result,
         error=JobErrorPublic(**view.error) if view.error else None,
-        steps=list(view.steps),
+        steps=[],
         input=view.input,
         replay_of=view.replay_of,
         links=_links(view.id),

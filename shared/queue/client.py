@@ -149,10 +149,12 @@ class JobQueue:
         correlation_id: str | None = None,
         profile: dict[str, str] | None = None,
         replay_of: str | None = None,
+        from_step: int = 0,
     ) -> EnqueuedJob:
         """Validate ``payload`` against the catalogue and enqueue job ``name`` for ``owner``.
         ``profile``: the caller's e-mail and name claims, handed to the job with its owner.
         ``replay_of``: a job of the same owner this one replays (NotFound otherwise).
+        ``from_step``: a pipeline resumed at this step, ``payload`` being that step's input.
 
         The same ``job_id`` (or the same ``idempotency_key`` from the same owner) while the
         job is remembered returns the existing job instead of creating a second one; the
@@ -161,7 +163,11 @@ class JobQueue:
         spec = CATALOGUE.get(name)
         if spec is None:
             raise NotFound(f"unknown job {name!r}")
-        data = spec.validate(payload).model_dump(mode="json")
+        chain = spec.steps[from_step:]
+        if spec.is_pipeline and not 0 <= from_step < len(spec.steps):
+            raise ValueError(f"{name} has no step {from_step}")
+        model = CATALOGUE[chain[0]] if spec.is_pipeline and from_step else spec
+        data = model.validate(payload).model_dump(mode="json")
         if replay_of is not None:
             await self._owned(replay_of, owner)  # only a job of the caller's own
         prio = priority or spec.priority
@@ -182,7 +188,7 @@ class JobQueue:
         created_ms = now_ms()
         step_ids: tuple[str, ...] = ()
         if spec.is_pipeline:
-            step_ids = (*(f"{job_id}-{i}" for i in range(len(spec.steps) - 1)), job_id)
+            step_ids = (*(f"{job_id}-{i}" for i in range(len(chain) - 1)), job_id)
         run_at_ms = created_ms + round(delay * 1000) if delay > 0 else 0
         meta = JobMeta(name=spec.name, owner=owner, created_ms=created_ms,
                        payload=encode_payload(data), digest=payload_digest(data),
@@ -190,9 +196,9 @@ class JobQueue:
                        priority=prio, run_at_ms=run_at_ms, steps=",".join(step_ids),
                        caller_email=(profile or {}).get("email") or "",
                        caller_name=(profile or {}).get("name") or "",
-                       replay_of=replay_of or "")
+                       replay_of=replay_of or "", first_step=from_step)
         steps = tuple((step_id, meta.for_step(step_name, job_id))
-                      for step_name, step_id in zip(spec.steps[:-1], step_ids[:-1], strict=True))
+                      for step_name, step_id in zip(chain[:-1], step_ids[:-1], strict=True))
         plan = Plan(job_id, meta, steps, caller_chosen_id=chosen,
                     unfinished_until_ms=self._unfinished_until(spec, owner, meta))
         return await self._conn.call(lambda: self._enqueue(plan, fresh=fresh))
@@ -202,7 +208,8 @@ class JobQueue:
         every task at its timeout plus the longest backoff (0: owner not limited)."""
         if self.settings.limit_unfinished_jobs <= 0 or owner in RESERVED_OWNERS:
             return 0
-        tasks = [CATALOGUE[step] for step in spec.steps] if spec.is_pipeline else [spec]
+        tasks = ([CATALOGUE[step] for step in spec.steps[meta.first_step:]]
+                 if spec.is_pipeline else [spec])
         run_for = sum((t.timeout_seconds + MAX_BACKOFF_SECONDS) * t.max_tries for t in tasks)
         return max(meta.created_ms, meta.run_at_ms) + (run_for + 60) * 1000
 
@@ -407,12 +414,43 @@ class JobQueue:
         if letter is None or letter.owner != owner:
             raise NotFound(f"no dead letter {job_id!r}")
         retry_id = deterministic_job_id("retry", owner, job_id, letter.failed_at.isoformat())
-        job = await self.enqueue(
-            letter.name, letter.payload, owner=owner, correlation_id=correlation_id,
-            job_id=retry_id,
-        )
+        pipeline = await self._pipeline_of(job_id, owner, letter.name)
+        if pipeline is not None:  # a step: the rest of its pipeline runs after it again
+            parent, step = pipeline
+            job = await self.enqueue(
+                parent.name, letter.payload, owner=owner, correlation_id=correlation_id,
+                job_id=retry_id, profile=parent.profile, from_step=step)
+        else:
+            job = await self.enqueue(
+                letter.name, letter.payload, owner=owner, correlation_id=correlation_id,
+                job_id=retry_id,
+            )
         await self._conn.call(lambda: forget_dead_letter(self.redis, self.keys, job_id, owner))
         return job
+
+    async def step_views(self, view: JobView, owner: str) -> list[tuple[str, JobView]]:
+        """A pipeline's steps, in order, as (step name, view); the last is the job itself."""
+        spec = CATALOGUE.get(view.name)
+        if spec is None or not view.steps:
+            return []
+        earlier = [await self.view(step_id, owner) for step_id in view.steps[:-1]]
+        return [*((v.name, v) for v in earlier), (spec.steps[-1], view)]
+
+    async def _pipeline_of(self, step_id: str, owner: str,
+                           step_name: str) -> tuple[JobMeta, int] | None:
+        """The pipeline ``step_id`` is a step of, and that step's index in it (None: not a
+        step, or its pipeline's metadata is gone)."""
+        raw = await self._conn.call(lambda: self.redis.get(self.keys.job(step_id)))
+        step = JobMeta.from_json(str(raw)) if raw else None
+        parent_id = step.pipeline if step is not None else ""
+        if not parent_id:
+            return None
+        raw_parent = await self._conn.call(lambda: self.redis.get(self.keys.job(parent_id)))
+        parent = JobMeta.from_json(str(raw_parent)) if raw_parent else None
+        spec = CATALOGUE.get(parent.name) if parent is not None else None
+        if parent is None or parent.owner != owner or spec is None or step_name not in spec.steps:
+            return None
+        return parent, spec.steps.index(step_name)
 
     # --- per-owner quotas (shared/limits.py) ---------------------------------------------
 

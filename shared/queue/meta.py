@@ -48,6 +48,8 @@ class JobMeta:
     caller_name: str = ""
     # The job this one replays with an edited input (the console's "replay"), if any.
     replay_of: str = ""
+    # A pipeline resumed from a failed step runs its steps from this one on.
+    first_step: int = 0
     # 2 from the crash-safe enqueue on; 1: written by an earlier version (a job whose
     # task may be in the old binary format, and which was published: it had no other way
     # to be written).
@@ -68,6 +70,7 @@ class JobMeta:
                    caller_email=str(data.get("caller_email") or ""),
                    caller_name=str(data.get("caller_name") or ""),
                    replay_of=str(data.get("replay_of") or ""),
+                   first_step=int(data.get("first_step") or 0),
                    version=int(data.get("version") or 1))
 
     @property

@@ -77,7 +77,7 @@ def build_task(streaq: Worker[Any], job_id: str, meta: JobMeta) -> Task[Any, Any
         task.parent.expire = expire
         task.id = job_id
         return task.start(delay=delay, priority=priority)
-    first, *rest = spec.steps
+    first, *rest = spec.steps[meta.first_step:]
     step_ids = meta.step_ids
     tail = streaq.enqueue_unsafe(first, **meta.data, **context)
     tail.parent.expire = expire
