@@ -36,9 +36,11 @@ from streaq import StreaqRetry, Worker
 from streaq.types import TaskContext
 
 from shared.errors import PermanentJobError
+from shared.job_events import Emitter, detail
 from shared.jobs import CATALOGUE, CONTEXT_KWARG
 from shared.limits import job_finished, limited
 from shared.queue import DeadLetter, Keys, record_dead_letter
+from shared.queue.progress import Progress
 from shared.queue.wire import JobFailure
 from worker.fair_share import FairShare
 from worker.progress import REPORTER, ProgressReporter
@@ -163,8 +165,9 @@ class RetryPolicy:
 
     def __init__(self, worker: Worker[Any], keys: Keys, retention_seconds: int,  # noqa: PLR0913
                  dead_letter_ttl: int, result_max_bytes: int = 0,
-                 fair: FairShare | None = None) -> None:
+                 fair: FairShare | None = None, events: Emitter | None = None) -> None:
         self._worker = worker
+        self.events = events  # job events (started, progress, succeeded, failed); None: off
         self.fair = fair  # per-owner running-job slots; None: no limit
         self.result_max_bytes = result_max_bytes  # 0: no cap
         self._keys = keys
@@ -232,8 +235,10 @@ class RetryPolicy:
         self._recorder.started(run_key, call.tries)
         token = ATTEMPT.set(Attempt(call.tries, rules.max_tries))
         job_token = JOB.set(JobContext.from_message(call.context))
-        reporter = REPORTER.set(ProgressReporter(self._worker.redis, self._keys, task.task_id,
-                                                 self._retention))
+        self._emit(call, "started")
+        reporter = REPORTER.set(ProgressReporter(
+            self._worker.redis, self._keys, task.task_id, self._retention,
+            on_write=partial(self._emit_progress, call) if self.events else None))
         try:
             with run.scope:
                 if rules.timeout_seconds is None:
@@ -242,6 +247,7 @@ class RetryPolicy:
                     with anyio.fail_after(rules.timeout_seconds):
                         result = await fn(*call.args, **call.kwargs)
                 self._check_size(result)
+                self._emit(call, "succeeded")
                 return result
         except Exception as exc:
             if run.scope.cancel_called:
@@ -253,6 +259,18 @@ class RetryPolicy:
             JOB.reset(job_token)
             REPORTER.reset(reporter)
         raise self._cut_short(call)  # the scope ended the job (see RunningJobs.cut_short_at)
+
+    def _emit(self, call: Call, state: str, *, error: dict[str, str] | None = None,
+              progress: dict[str, Any] | None = None) -> None:
+        if self.events is None:
+            return
+        self.events.emit(detail(call.task.task_id, call.rules.name,
+                                call.context.get("owner") or SYSTEM_OWNER, state,
+                                tries=call.tries, error=error, progress=progress))
+
+    def _emit_progress(self, call: Call, update: Progress) -> None:
+        self._emit(call, "progress",
+                   progress={"fraction": update.fraction, "message": update.message})
 
     def _check_size(self, result: Any) -> None:
         """A result over the cap fails the job for good: it would sit in Redis for the
@@ -281,6 +299,8 @@ class RetryPolicy:
             log.warning("job %s %s failed (%s: %s); retry %d in %.1fs", rules.name,
                         task.task_id, type(exc).__name__, exc, call.tries + 1, delay)
             raise StreaqRetry(str(exc), delay=timedelta(seconds=delay)) from exc
+        self._emit(call, "failed", error={"type": type(exc).__name__,
+                                          "message": str(exc)[:500]})
         log.error("job %s %s failed for good after %d tries: %s: %s", rules.name,
                   task.task_id, call.tries, type(exc).__name__, exc)
         await self._dead_letter(exc, call)
