@@ -59,7 +59,8 @@ def test_a_generated_job_runs_through_the_api_and_reloads_when_edited(tmp_path: 
     try:
         state = wait_for(lambda: StackState.load(tmp_path / "state" / "dev.json"),
                          START_TIMEOUT, "the stack's state file", log)
-        assert "Reload" in log.read_text() and "on: worker/" in log.read_text()
+        # The state file is written just before the banner: wait for the banner too.
+        wait_for(lambda: "on: worker/" in log.read_text(), 30, "the banner's Reload row", log)
         with ApiClient(state.api_url, state.token) as client:
             first = run_job(client, "one")
             assert "edited" not in first
