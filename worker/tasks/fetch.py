@@ -96,17 +96,20 @@ async def vet(url: httpx.URL, allowed: tuple[str, ...]) -> Target:
     return Target(url, host, tuple(str(ip) for ip in addresses))
 
 
-async def send_pinned(http: httpx.AsyncClient, target: Target,
-                       limit_seconds: float) -> httpx.Response:
-    """GET ``target`` from one of its vetted addresses, trying each in turn."""
+async def send_pinned(http: httpx.AsyncClient, target: Target, limit_seconds: float, *,
+                      post: tuple[bytes, dict[str, str]] | None = None) -> httpx.Response:
+    """GET ``target`` (or POST ``post``'s body and headers) from one of its vetted
+    addresses, trying each in turn."""
+    body, headers = post if post is not None else (None, {})
+    method = "POST" if post is not None else "GET"
     host_header = target.url.netloc.decode("ascii")
     failure: Exception | None = None
     for address in target.addresses:
         request = http.build_request(
-            "GET", target.url.copy_with(host=address), timeout=limit_seconds,
+            method, target.url.copy_with(host=address), timeout=limit_seconds, content=body,
             # "close": a pooled connection keyed by this IP must never carry a request for
             # another host whose certificate it was not checked against.
-            headers={"Host": host_header, "Connection": "close"},
+            headers={**headers, "Host": host_header, "Connection": "close"},
             extensions={"sni_hostname": target.host},
         )
         try:
