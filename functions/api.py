@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import errors
 from functions.gate import refuse_unreadable_requests
-from functions.routes import SERVICE, admin, console, health, jobs, listing, uploads
+from functions.routes import SERVICE, admin, console, health, jobs, listing, uploads, webhooks
 
 TITLE = "Offload API"
 VERSION = "1.0.0"
@@ -44,6 +44,7 @@ app.include_router(uploads.router)
 app.include_router(health.router)
 app.include_router(console.router)
 app.include_router(admin.router)
+app.include_router(webhooks.router)
 errors.register(app, logger)
 
 

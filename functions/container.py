@@ -34,6 +34,8 @@ class Container:
     loop: PersistentLoop = field(default_factory=PersistentLoop)
     queue: JobQueue = field(init=False)
     _s3: S3Client | None = field(default=None, init=False)
+    _events: Any = field(default=None, init=False)
+    _events_ready: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.queue = JobQueue(self.settings)
@@ -46,6 +48,15 @@ class Container:
 
             self._s3 = s3_client(self.settings)
         return self._s3
+
+    @property
+    def events(self) -> Any:
+        """Where job events go (shared.job_events), built on first use; None: off."""
+        if not self._events_ready:
+            from shared.job_events import sink_for
+
+            self._events, self._events_ready = sink_for(self.settings), True
+        return self._events
 
 
 _lock = threading.Lock()

@@ -329,3 +329,32 @@ class AdminOverview(PublicModel):
     oldest_waiting_seconds: float
     workers_alive: int
     schedules: list[ScheduleInfo]
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+WebhookEvent = Literal["queued", "started", "succeeded", "failed", "aborted"]
+
+
+# POST /webhooks: where to deliver which of the caller's job events.
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=2048, description="http(s) URL on an allowed host.")
+    events: list[WebhookEvent] = Field(min_length=1, max_length=5)
+
+
+class WebhookPublic(PublicModel):
+    id: str
+    url: str
+    events: list[str]
+    created_at: str
+
+
+# 201 to POST /webhooks: the only time the signing secret is shown.
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="Verifies the Offload-Signature header; shown once.")
+
+
+class WebhookPage(PublicModel):
+    items: list[WebhookPublic]

@@ -52,5 +52,17 @@ def ses_client(settings: AwsSettings) -> SESClient:
     return _client("ses", settings)  # type: ignore[no-any-return]
 
 
+def events_client(settings: AwsSettings) -> Any:
+    """EventBridge, with short timeouts: a job event is never worth a slow request."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(region_name=settings.aws_region, connect_timeout=2, read_timeout=3,
+                    retries={"max_attempts": 2, "mode": "standard"})
+    session: Any = boto3.session.Session()
+    return session.client("events", endpoint_url=settings.aws_endpoint_url or None,
+                          config=config)
+
+
 def secrets_client(settings: AwsSettings) -> SecretsManagerClient:
     return _client("secretsmanager", settings)  # type: ignore[no-any-return]

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # At most this many running jobs per owner across all workers (worker/fair_share.py);
     # 0: no limit.
     owner_concurrency: int = Field(default=8, ge=0)
+    # Job events (shared/job_events.py): an EventBridge bus name, or a JSON-lines file (the
+    # dev stack); neither: off.
+    job_events_bus: str = ""
+    job_events_file: str = ""
     # A job's result above this (JSON bytes) fails it for good; 0 turns the cap off.
     result_max_bytes: int = Field(default=256 * 1024, ge=0)
 

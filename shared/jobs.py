@@ -78,6 +78,11 @@ class FetchExternalInput(JobInput):
 
 
 # Input of cleanup_expired_sessions and sweep_pending_blobs: how far back to look.
+class DeliverWebhookInput(JobInput):
+    webhook_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    event: dict[str, Any]
+
+
 class SweepInput(JobInput):
     older_than_hours: int = Field(default=24, ge=1, le=24 * 365)
 
@@ -210,6 +215,13 @@ CATALOGUE: dict[str, JobSpec] = {
             timeout_seconds=60,
             max_tries=4,
             http_enqueueable=True,
+        ),
+        JobSpec(
+            "deliver_webhook",
+            DeliverWebhookInput,
+            "POST one job event to one of its owner's webhooks, signed (internal).",
+            timeout_seconds=15,
+            max_tries=5,
         ),
         JobSpec(
             "validate_order",

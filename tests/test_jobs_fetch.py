@@ -21,8 +21,9 @@ import pytest
 from infra.local.testing import s3_objects
 from shared.aws import s3_client
 from shared.config import Settings
+from shared.hosts import host_allowed, is_public_address
 from shared.models import Blob
-from worker.tasks.fetch import Target, host_allowed, is_public_address, send_pinned
+from worker.tasks.fetch import Target, send_pinned
 
 MAX_BYTES = 1000
 TIMEOUT_SECONDS = 1.5

@@ -92,6 +92,7 @@ def test_250_jobs_in_pages_newest_first_without_duplicates_or_misses(
 def test_filters_by_name_status_and_creation_time(box: LambdaContainer) -> None:
     api = Api(box)
     older = _enqueue(box, SUB, 40)
+    box.queue(lambda q: asyncio.sleep(0.01))  # times are kept to the millisecond
     split = datetime.now(UTC)
     box.queue(lambda q: asyncio.sleep(0.01))
     newer = _enqueue(box, SUB, 40, start=40)

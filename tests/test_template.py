@@ -231,7 +231,8 @@ def _grants(role: dict[str, Any]) -> set[str]:
 @pytest.mark.parametrize(
     ("function", "expected"),
     [
-        ("ApiFunction", {"secretsmanager:GetSecretValue", "s3:PutObject", "s3:GetObject"}),
+        ("ApiFunction", {"secretsmanager:GetSecretValue", "s3:PutObject", "s3:GetObject",
+                         "events:PutEvents"}),
         ("S3EventsFunction", {"secretsmanager:GetSecretValue", "s3:GetObject", "sqs:SendMessage"}),
         ("SchedulerFunction", {"secretsmanager:GetSecretValue", "sqs:SendMessage"}),
         ("QueueMetricsFunction", {"secretsmanager:GetSecretValue", "sqs:SendMessage"}),

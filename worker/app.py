@@ -18,6 +18,7 @@ import anyio
 from streaq import Worker
 
 from shared.config import Settings, get_settings
+from shared.job_events import Emitter, sink_for
 from shared.jobs import CATALOGUE, JobSpec
 from shared.queue import Keys, make_streaq
 from shared.queue.presence import keep_announced
@@ -106,9 +107,16 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         settings.result_max_bytes,
         FairShare(worker, Keys(settings.queue_name), settings.owner_concurrency)
         if settings.owner_concurrency else None,
+        _emitter(settings),
     )
     logging.getLogger("streaq").addFilter(QUIET_DEFERRALS)
     return worker
+
+
+def _emitter(settings: Settings) -> Emitter | None:
+    """The process's job-event emitter (one background thread), or None when events are off."""
+    sink = sink_for(settings)
+    return Emitter(sink) if sink is not None else None
 
 
 def _register(worker: Worker[WorkerContext], spec: JobSpec,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -23,7 +24,9 @@ MIN_INTERVAL_SECONDS = 0.5
 class ProgressReporter:
     """Writes one job's progress to Redis, at most once per :data:`MIN_INTERVAL_SECONDS`."""
 
-    def __init__(self, redis: Any, keys: Keys, job_id: str, ttl_seconds: int) -> None:
+    def __init__(self, redis: Any, keys: Keys, job_id: str, ttl_seconds: int,
+                 on_write: Callable[[Progress], None] | None = None) -> None:
+        self._on_write = on_write  # told of each stored update (job events)
         self._redis = redis
         self._keys = keys
         self._job_id = job_id
@@ -43,6 +46,8 @@ class ProgressReporter:
             log.warning("job %s: progress not recorded: %s: %s", self._job_id,
                         type(exc).__name__, exc)
             return False
+        if self._on_write is not None:
+            self._on_write(update)
         return True
 
 

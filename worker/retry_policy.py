@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -35,11 +36,15 @@ from pydantic import ValidationError
 from streaq import StreaqRetry, Worker
 from streaq.types import TaskContext
 
+from shared import webhooks
 from shared.errors import PermanentJobError
-from shared.jobs import CATALOGUE, CONTEXT_KWARG
+from shared.job_events import Emitter, detail
+from shared.jobs import CATALOGUE, CONTEXT_KWARG, RESERVED_OWNERS
 from shared.limits import job_finished, limited
 from shared.queue import DeadLetter, Keys, record_dead_letter
+from shared.queue.progress import Progress
 from shared.queue.wire import JobFailure
+from shared.webhooks import Webhook
 from worker.fair_share import FairShare
 from worker.progress import REPORTER, ProgressReporter
 from worker.run_records import RunRecorder
@@ -47,6 +52,10 @@ from worker.running_jobs import CopyCancelled, JobRun, RunningJobs
 
 log = logging.getLogger("offload.worker")
 
+WEBHOOK_JOB = "deliver_webhook"
+# How long a worker trusts its copy of an owner's webhooks (a new one is used within this).
+WEBHOOK_CACHE_SECONDS = 5.0
+WEBHOOK_CACHE_OWNERS = 10_000
 # A task without a timeout holds its fair-share slot this long if its worker dies.
 DEFAULT_LEASE_SECONDS = 900
 STREAQ_GRACE_SECONDS = 60
@@ -163,8 +172,10 @@ class RetryPolicy:
 
     def __init__(self, worker: Worker[Any], keys: Keys, retention_seconds: int,  # noqa: PLR0913
                  dead_letter_ttl: int, result_max_bytes: int = 0,
-                 fair: FairShare | None = None) -> None:
+                 fair: FairShare | None = None, events: Emitter | None = None) -> None:
         self._worker = worker
+        self.events = events  # job events (started, progress, succeeded, failed); None: off
+        self._hooks: dict[str, tuple[float, list[Webhook]]] = {}
         self.fair = fair  # per-owner running-job slots; None: no limit
         self.result_max_bytes = result_max_bytes  # 0: no cap
         self._keys = keys
@@ -232,8 +243,10 @@ class RetryPolicy:
         self._recorder.started(run_key, call.tries)
         token = ATTEMPT.set(Attempt(call.tries, rules.max_tries))
         job_token = JOB.set(JobContext.from_message(call.context))
-        reporter = REPORTER.set(ProgressReporter(self._worker.redis, self._keys, task.task_id,
-                                                 self._retention))
+        await self._notify(call, "started")
+        reporter = REPORTER.set(ProgressReporter(
+            self._worker.redis, self._keys, task.task_id, self._retention,
+            on_write=partial(self._emit_progress, call) if self.events else None))
         try:
             with run.scope:
                 if rules.timeout_seconds is None:
@@ -242,6 +255,7 @@ class RetryPolicy:
                     with anyio.fail_after(rules.timeout_seconds):
                         result = await fn(*call.args, **call.kwargs)
                 self._check_size(result)
+                await self._notify(call, "succeeded")
                 return result
         except Exception as exc:
             if run.scope.cancel_called:
@@ -253,6 +267,51 @@ class RetryPolicy:
             JOB.reset(job_token)
             REPORTER.reset(reporter)
         raise self._cut_short(call)  # the scope ended the job (see RunningJobs.cut_short_at)
+
+    def _emit(self, call: Call, state: str, *, error: dict[str, str] | None = None,
+              progress: dict[str, Any] | None = None) -> dict[str, Any]:
+        event = detail(call.task.task_id, call.rules.name,
+                       call.context.get("owner") or SYSTEM_OWNER, state,
+                       tries=call.tries, error=error, progress=progress)
+        if self.events is not None:
+            self.events.emit(event)
+        return event
+
+    async def _notify(self, call: Call, state: str,
+                      error: dict[str, str] | None = None) -> None:
+        """The job event (EventBridge or the dev file), and a delivery job for each of the
+        owner's webhooks that asked for this state. Never fails the job."""
+        owner = call.context.get("owner") or SYSTEM_OWNER
+        hooked = owner not in RESERVED_OWNERS and call.rules.name != WEBHOOK_JOB
+        if self.events is None and not hooked:
+            return  # nothing to tell (the benchmarks' no-op jobs take this path)
+        event = self._emit(call, state, error=error)
+        if not hooked:
+            return
+        try:
+            for hook in await self._webhooks_of(owner):
+                if state in hook.events:
+                    await self._worker.enqueue_unsafe(
+                        WEBHOOK_JOB, webhook_id=hook.id, event=event,
+                        **{CONTEXT_KWARG: {"owner": owner}}).start()
+        except Exception as exc:  # a webhook is never worth a failed job
+            log.warning("job %s: webhook deliveries not enqueued: %s: %s",
+                        call.task.task_id, type(exc).__name__, exc)
+
+    async def _webhooks_of(self, owner: str) -> list[Webhook]:
+        """The owner's webhooks, read at most once per :data:`WEBHOOK_CACHE_SECONDS`."""
+        now = time.monotonic()
+        cached = self._hooks.get(owner)
+        if cached is None or cached[0] < now:
+            hooks = await webhooks.all_of(self._worker.redis, self._keys.prefix, owner)
+            if len(self._hooks) > WEBHOOK_CACHE_OWNERS:
+                self._hooks.clear()
+            cached = self._hooks[owner] = (now + WEBHOOK_CACHE_SECONDS, hooks)
+        return cached[1]
+
+    def _emit_progress(self, call: Call, update: Progress) -> None:
+        self._emit(call, "progress",
+                   progress={"fraction": update.fraction, "message": update.message})
 
     def _check_size(self, result: Any) -> None:
         """A result over the cap fails the job for good: it would sit in Redis for the
@@ -281,6 +340,8 @@ class RetryPolicy:
             log.warning("job %s %s failed (%s: %s); retry %d in %.1fs", rules.name,
                         task.task_id, type(exc).__name__, exc, call.tries + 1, delay)
             raise StreaqRetry(str(exc), delay=timedelta(seconds=delay)) from exc
+        await self._notify(call, "failed", error={"type": type(exc).__name__,
+                                                  "message": str(exc)[:500]})
         log.error("job %s %s failed for good after %d tries: %s: %s", rules.name,
                   task.task_id, call.tries, type(exc).__name__, exc)
         await self._dead_letter(exc, call)

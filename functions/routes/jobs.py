@@ -27,6 +27,7 @@ from shared.api_models import (
     StepPublic,
 )
 from shared.errors import Forbidden, NotFound, ValidationFailed
+from shared.job_events import detail, publish_now
 from shared.jobs import CATALOGUE
 from shared.queue import EnqueuedJob, JobView
 from shared.queue.client import MAX_DELAY_SECONDS
@@ -121,6 +122,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
     )
     if job.created:
         count("JobsEnqueued", job=name, source="api")
+        _event(job.id, name, owner, "queued")
     logger.info("job enqueued", extra={"job_id": job.id, "job": name, "new_job": job.created})
     return _accepted(job)
 
@@ -190,6 +192,8 @@ def read_job(
 )
 def abort_job(job_id: JobId, owner: Caller) -> JobPublic:
     view = container.run(lambda q: q.abort(job_id, owner))
+    if view.status == "aborted":
+        _event(job_id, view.name, owner, "aborted", tries=view.tries)
     logger.info("job abort requested", extra={"job_id": job_id, "status": view.status})
     return _public(view)
 
@@ -216,6 +220,12 @@ def _links(job_id: str) -> JobLinks:
 
 def _accepted(job: EnqueuedJob) -> JobAccepted:
     return JobAccepted(id=job.id, name=job.name, status=job.status, links=_links(job.id))
+
+
+def _event(job_id: str, name: str, owner: str, state: str, tries: int = 0) -> None:
+    sink = container.current().events
+    if sink is not None:
+        publish_now(sink, detail(job_id, name, owner, state, tries=tries))
 
 
 def _step(name: str, view: JobView) -> StepPublic:

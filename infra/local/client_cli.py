@@ -119,6 +119,15 @@ def register(add_parser: AddParser) -> None:
     p.add_argument("--json", action="store_true", help="print them as JSON")
     p.set_defaults(func=_mail)
 
+    p = add_parser("events", help="job events of the dev stack, as they happen",
+                   description="Tail the dev stack's job events (queued, started, progress, "
+                               "succeeded, failed, aborted): what EventBridge receives in AWS.",
+                   epilog=_examples("events", "events --job 3f6c... --no-follow"))
+    p.add_argument("--job", default=None, help="only this job's events")
+    p.add_argument("--no-follow", action="store_true", help="print what is there and stop")
+    p.add_argument("--json", action="store_true", help="print each event as JSON")
+    p.set_defaults(func=_events)
+
 
 # --- plumbing ---------------------------------------------------------------------------
 
@@ -384,3 +393,43 @@ def render_mail(message: dict[str, Any]) -> str:
     to = ", ".join(message.get("to", []))
     text = mail_text(str(message.get("text", "")))
     return f"To: {to}\nSubject: {message.get('subject', '')}\n\n{text}"
+
+
+def render_event(event: dict[str, Any]) -> str:
+    d = event.get("detail", {})
+    extra = ""
+    if d.get("progress"):
+        extra = f" {round(d['progress']['fraction'] * 100)}% {d['progress'].get('message', '')}"
+    if d.get("error"):
+        extra = f" {d['error'].get('type')}: {d['error'].get('message')}"
+    return (f"{d.get('time', '')[11:23]} {d.get('state', ''):<9} {d.get('name', '')} "
+            f"{d.get('job_id', '')} owner={d.get('owner', '')} tries={d.get('tries', 0)}{extra}")
+
+
+def _events(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from infra.local.state import state_dir
+
+    path = state_dir() / "events.jsonl"
+    if not path.exists() and args.no_follow:
+        return fail(NO_STACK if not (state_dir() / "dev.json").exists() else "no events yet")
+    position = 0
+    try:
+        while True:
+            if path.exists():
+                with path.open() as source:
+                    source.seek(position)
+                    for line in source:
+                        event = json.loads(line)
+                        if args.job and event.get("detail", {}).get("job_id") != args.job:
+                            continue
+                        print(json.dumps(event) if args.json else render_event(event),
+                              flush=True)
+                    position = source.tell()
+            if args.no_follow:
+                return 0
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        return 0

@@ -195,7 +195,9 @@ def plan_stack(options: DevOptions) -> tuple[Stack, list[str]]:
     stack = Stack(
         options=options, template=template, ports=ports,
         env={**c.base_env(shared_settings), "OFFLOAD_SCHEDULES": json.dumps(
-            {s.name: s.expression for s in template.schedules if s.enabled})},
+            {s.name: s.expression for s in template.schedules if s.enabled}),
+            # Job events as JSON lines, where `offload events` reads them (not EventBridge).
+            "OFFLOAD_JOB_EVENTS_FILE": str(state_dir() / "events.jsonl")},
         settings_env=shared_settings,
         tokens={token: _claims(DEV_SUB, ports.api), other: _claims(OTHER_SUB, ports.api)},
         token=token, other_token=other, functions=functions,
@@ -465,6 +467,7 @@ def run_dev(options: DevOptions, out: Any = None) -> int:
     try:
         lock = _lock_state_dir()
         _clear_stale_stack()
+        (state_dir() / "events.jsonl").unlink(missing_ok=True)  # this stack's events only
         stack, notes = plan_stack(options)
     except DevError as exc:
         print(f"offload dev: {exc}", file=sys.stderr)

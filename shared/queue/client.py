@@ -452,6 +452,33 @@ class JobQueue:
             return None
         return parent, spec.steps.index(step_name)
 
+    # --- webhooks (shared/webhooks.py) ------------------------------------------------------
+
+    async def add_webhook(self, hook: Any) -> bool:
+        from shared import webhooks  # imported here: shared.webhooks is not the queue's
+
+        added: bool = await self._conn.call(
+            lambda: webhooks.register(self.redis, self.keys.prefix, hook))
+        return added
+
+    async def webhooks(self, owner: str) -> list[Any]:
+        from shared import webhooks
+
+        found: list[Any] = await self._conn.call(
+            lambda: webhooks.all_of(self.redis, self.keys.prefix, owner))
+        return found
+
+    async def remove_webhook(self, owner: str, hook_id: str) -> Any:
+        """The removed webhook, or None when the owner has none with that id."""
+        from shared import webhooks
+
+        hook = await self._conn.call(
+            lambda: webhooks.one(self.redis, self.keys.prefix, owner, hook_id))
+        if hook is not None:
+            await self._conn.call(
+                lambda: webhooks.remove(self.redis, self.keys.prefix, owner, hook_id))
+        return hook
+
     # --- per-owner quotas (shared/limits.py) ---------------------------------------------
 
     def _limits(self) -> Any:

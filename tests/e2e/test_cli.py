@@ -89,6 +89,11 @@ def test_enqueue_wait_shows_progress_then_download_saves_the_files(
     assert job_id in [item["id"] for item in json.loads(listed.stdout)]
     table = cli(stack, "list", "--limit", "5")
     assert table.stdout.splitlines()[0].split()[:3] == ["ID", "NAME", "STATUS"]
+    # AND `offload events` shows its state changes, as EventBridge would receive them
+    events = cli(stack, "events", "--job", job_id, "--no-follow", "--json")
+    states = [json.loads(line)["detail"]["state"] for line in events.stdout.splitlines()]
+    assert states[0] == "queued" and states[1] == "started" and states[-1] == "succeeded"
+    assert "progress" in states
 
 
 def test_welcome_email_lands_in_the_local_inbox(stack: DevStack) -> None:

@@ -58,8 +58,10 @@ def test_every_route_but_health_needs_an_identity(
     api: Api, method: str, path: str, identity: str
 ) -> None:
     sub = {"missing": None, "empty": "", "malformed": "../../other"}[identity]
-    body = {"filename": "a.png", "content_type": "image/png", "size": 10} \
-        if path == "/uploads" else REPORT if method == "post" else None
+    bodies: dict[str, Any] = {
+        "/uploads": {"filename": "a.png", "content_type": "image/png", "size": 10},
+        "/webhooks": {"url": "http://127.0.0.1/hook", "events": ["failed"]}}
+    body = bodies.get(path, REPORT if method == "post" else None)
     query = None
     name = "generate_sales_report"
     response = api(method.upper(), concrete(path).replace("0" * 32, name)

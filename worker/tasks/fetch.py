@@ -29,6 +29,7 @@ import httpx
 
 from shared.blobs import blob_ref
 from shared.errors import PermanentJobError, TransientJobError
+from shared.hosts import IPAddress, host_allowed, ip_literal, is_public_address, normalize_host
 from shared.jobs import FetchExternalInput
 from worker.context import WorkerContext
 from worker.retry_policy import current_job
@@ -38,7 +39,6 @@ MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class FetchRefused(PermanentJobError):
@@ -56,48 +56,6 @@ class Target:
     url: httpx.URL
     host: str
     addresses: tuple[str, ...]
-
-
-def normalize_host(host: str) -> str:
-    """Lower-case, IDNA-encoded, without a trailing dot: the form allow-lists compare."""
-    host = host.strip().rstrip(".").lower()
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return host
-
-
-def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    """Whether ``host`` matches an entry exactly, or is a subdomain of a ``*.suffix`` entry."""
-    host = normalize_host(host)
-    if _ip_literal(host) is not None:  # wildcards name domains, never address ranges
-        return any(_ip_literal(entry) == _ip_literal(host) for entry in allowed)
-    for entry in allowed:
-        if entry.startswith("*."):
-            suffix = normalize_host(entry[2:])
-            if suffix and host.endswith("." + suffix):
-                return True
-        elif host == normalize_host(entry):
-            return True
-    return False
-
-
-def is_public_address(ip: IPAddress) -> bool:
-    """Routable on the internet: not private, loopback, link-local, multicast, reserved,
-    unspecified or shared (CGNAT); IPv4-mapped IPv6 addresses are judged as IPv4."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-        or ip.is_reserved or ip.is_unspecified
-    )
-
-
-def _ip_literal(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
 
 
 async def _resolve(host: str, port: int) -> list[IPAddress]:
@@ -124,9 +82,9 @@ async def vet(url: httpx.URL, allowed: tuple[str, ...]) -> Target:
     host = normalize_host(url.raw_host.decode("ascii"))
     if not host_allowed(host, allowed):
         raise FetchRefused(f"host {host!r} is not in the fetch allow-list")
-    literal = _ip_literal(host)
+    literal = ip_literal(host)
     if literal is not None:
-        explicitly_listed = any(_ip_literal(entry) == literal for entry in allowed)
+        explicitly_listed = any(ip_literal(entry) == literal for entry in allowed)
         if not explicitly_listed and not is_public_address(literal):
             raise FetchRefused(f"{host} is not a public address")
         return Target(url, host, (str(literal),))
@@ -138,17 +96,20 @@ async def vet(url: httpx.URL, allowed: tuple[str, ...]) -> Target:
     return Target(url, host, tuple(str(ip) for ip in addresses))
 
 
-async def send_pinned(http: httpx.AsyncClient, target: Target,
-                       limit_seconds: float) -> httpx.Response:
-    """GET ``target`` from one of its vetted addresses, trying each in turn."""
+async def send_pinned(http: httpx.AsyncClient, target: Target, limit_seconds: float, *,
+                      post: tuple[bytes, dict[str, str]] | None = None) -> httpx.Response:
+    """GET ``target`` (or POST ``post``'s body and headers) from one of its vetted
+    addresses, trying each in turn."""
+    body, headers = post if post is not None else (None, {})
+    method = "POST" if post is not None else "GET"
     host_header = target.url.netloc.decode("ascii")
     failure: Exception | None = None
     for address in target.addresses:
         request = http.build_request(
-            "GET", target.url.copy_with(host=address), timeout=limit_seconds,
+            method, target.url.copy_with(host=address), timeout=limit_seconds, content=body,
             # "close": a pooled connection keyed by this IP must never carry a request for
             # another host whose certificate it was not checked against.
-            headers={"Host": host_header, "Connection": "close"},
+            headers={**headers, "Host": host_header, "Connection": "close"},
             extensions={"sni_hostname": target.host},
         )
         try:
