@@ -6,6 +6,8 @@
 #   sam build       the makefile build of all four functions, and their artifact sizes
 #   checkov         the templates and the worker Dockerfile (skips are justified in place)
 #   hadolint        worker/Dockerfile
+#   rehearsal       the transformed template and nested stacks deployed into moto's
+#                   CloudFormation, first with no worker image, then with one
 #   shell linting   shellcheck over the build, push and validate scripts
 #
 # Exits non-zero on the first step with any finding. No AWS account is used: the region
@@ -79,6 +81,9 @@ grep -E 'scan results|Passed checks' "$work/checkov.log"
 
 step "hadolint worker/Dockerfile"
 uvx --from "$HADOLINT" hadolint --config .hadolint.yaml worker/Dockerfile
+
+step "deploy rehearsal in moto's CloudFormation (infra/rehearsal.py)"
+uv run --frozen python -W ignore -m infra.rehearsal
 
 step "shellcheck"
 uvx --from "$SHELLCHECK" shellcheck infra/validate.sh infra/build/build_functions.sh \

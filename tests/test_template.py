@@ -9,13 +9,8 @@ under ``infra/`` are plain CloudFormation and are read as they are.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +19,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint  # type: ignore[import-untyped]
 from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
+from infra.rehearsal import transform
 from shared.config import Settings
 from shared.jobs import CATALOGUE
 
@@ -36,38 +32,8 @@ NESTED = {
     "WorkerStack": "infra/worker.yaml",
     "AlarmsStack": "infra/alarms.yaml",
 }
-# Pinned like a lock entry: the translator version aws-sam-cli 1.170 ships with.
-SAM_TRANSLATOR = "aws-sam-translator==1.115.0"
 # The translator insists on a region; a made-up one shows whether any got baked in.
 SENTINEL_REGION = "xx-offline-1"
-
-# Reads a SAM template on argv[1], prints the CloudFormation it becomes. Local CodeUri
-# paths are swapped for S3 URIs first, as `sam validate` does (the translator accepts no
-# local paths); a managed policy named without its ARN would need IAM, so it fails.
-_TRANSFORM = r"""
-import json, sys
-from samtranslator.model.exceptions import InvalidDocumentException
-from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
-
-class OfflinePolicies:
-    def load(self):
-        raise RuntimeError("a managed policy is named without its ARN: resolving it needs IAM")
-
-with open(sys.argv[1]) as f:
-    template = yaml_parse(f.read())
-sections = [template.get("Globals", {}).get("Function", {})] + [
-    r.get("Properties", {}) for r in template["Resources"].values()
-    if r.get("Type") == "AWS::Serverless::Function"]
-for props in sections:
-    if isinstance(props.get("CodeUri"), str):
-        props["CodeUri"] = "s3://offline-artifacts/" + props["CodeUri"]
-try:
-    out = transform(template, {}, OfflinePolicies())
-except InvalidDocumentException as exc:
-    sys.exit("; ".join(str(cause) for cause in exc.causes))
-json.dump(out, sys.stdout)
-"""
 
 FUNCTIONS = {
     "ApiFunction": "functions.api.lambda_handler",
@@ -96,29 +62,10 @@ RULE_FUNCTIONS = {"Fn::And", "Fn::Contains", "Fn::EachMemberEquals", "Fn::EachMe
                   "Fn::ValueOfAll", "Ref"}
 
 
-def _transform_command() -> list[str]:
-    if importlib.util.find_spec("samtranslator") is not None:
-        return [sys.executable, "-c", _TRANSFORM]
-    # Not a dependency of the project (cfn-lint no longer pulls it in): uv fetches the
-    # pinned translator into a throwaway environment instead.
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.fail("neither samtranslator nor uv is available to transform template.yaml")
-    return [uv, "run", "--no-project", "--with", SAM_TRANSLATOR, "python", "-c", _TRANSFORM]
-
-
 @pytest.fixture(scope="module")
 def cfn() -> dict[str, Any]:
     """template.yaml as CloudFormation, after the SAM transform."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["AWS_DEFAULT_REGION"] = SENTINEL_REGION
-    done = subprocess.run(
-        [*_transform_command(), str(TEMPLATE)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    out: dict[str, Any] = json.loads(done.stdout)
-    return out
+    return transform(TEMPLATE, SENTINEL_REGION)
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -606,3 +553,36 @@ def test_no_hard_coded_accounts_or_regions(cfn: dict[str, Any]) -> None:
     # The partition appears literally only in the managed policies SAM adds itself.
     literal_arns = {s for s in found if s.startswith("arn:aws:")}
     assert literal_arns <= SAM_MANAGED_POLICIES, literal_arns - SAM_MANAGED_POLICIES
+
+
+def test_a_routine_deploy_reads_the_image_tag_from_ssm_and_cannot_zero_the_workers(
+        cfn: dict[str, Any]) -> None:
+    # What `sam deploy --guided` saves for WorkerImageTag is the parameter's default; sent
+    # again on every later deploy it must resolve to the pushed tag, never to "" (which
+    # zeroed the service and pointed it at a tag that does not exist).
+    spec = cfn["Parameters"]["WorkerImageTag"]
+    assert spec["Type"] == "AWS::SSM::Parameter::Value<String>"
+    assert re.fullmatch(spec["AllowedPattern"], spec["Default"])
+    assert spec["Default"] == "/offload/prod/worker-image-tag"
+    assert not re.fullmatch(spec["AllowedPattern"], "")
+    worker = load("infra/worker.yaml")
+    assert worker["Conditions"]["HasImageTag"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "WorkerImageTag"}, "none"]}]}
+    assert not re.fullmatch(worker["Parameters"]["WorkerImageTag"]["AllowedPattern"], "")
+    push = (ROOT / "infra" / "deploy" / "push-worker-image.sh").read_text()
+    assert "ssm put-parameter" in push and "/offload/$1/worker-image-tag" in push
+
+
+def test_waiting_jobs_alarm_while_no_worker_image_exists(cfn: dict[str, Any]) -> None:
+    assert cfn["Conditions"]["HasWorkerImage"] == {"Fn::Or": [
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": "WorkerImageUri"}, ""]}]},
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": "WorkerImageTag"}, "none"]}]}]}
+    params = cfn["Resources"]["AlarmsStack"]["Properties"]["Parameters"]
+    assert params["WorkersDeployed"] == {"Fn::If": ["HasWorkerImage", "true", "false"]}
+    alarms = load("infra/alarms.yaml")
+    alarm = alarms["Resources"]["JobsWaitWithWorkersOff"]
+    assert alarm["Condition"] == "WorkersOff"
+    props = alarm["Properties"]
+    assert (props["MetricName"], props["Threshold"]) == ("QueueDepth", 0)
+    assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    assert "push-worker-image.sh" in json.dumps(props["AlarmDescription"])
