@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "enqueue": "bench.enqueue",
     "cold_start": "bench.cold_start",
     "end_to_end": "bench.end_to_end",
+    "failover": "bench.failover",
 }
 RESULTS_DIR = ROOT / "bench" / "results"
 

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     job_events_file: str = ""
     # A job's result above this (JSON bytes) fails it for good; 0 turns the cap off.
     result_max_bytes: int = Field(default=256 * 1024, ge=0)
+    # After each enqueue, wait up to this long for a replica to hold the job (Redis
+    # ``WAIT 1 <ms>``) and refuse the enqueue (503, safe to retry with the same key)
+    # otherwise: replication is asynchronous, so a failover can lose what the primary
+    # alone acknowledged (docs/RELIABILITY.md). 0: no wait (a cache without a replica).
+    replica_wait_ms: int = Field(default=0, ge=0)
 
     # Worker
     worker_concurrency: int = Field(default=16, ge=1)
@@ -123,6 +128,15 @@ class Settings(BaseSettings):
                 raise ValueError("OFFLOAD_SIGNING_SECRET must be set outside development")
             if len(secret) < 32:
                 raise ValueError("OFFLOAD_SIGNING_SECRET must be at least 32 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _wait_within_socket_timeout(self) -> Self:
+        # A wait longer than the socket timeout would end as a dead connection, not as
+        # "no replica confirmed it".
+        if self.replica_wait_ms >= self.redis_socket_timeout_seconds * 1000:
+            raise ValueError("OFFLOAD_REPLICA_WAIT_MS must be below "
+                             "OFFLOAD_REDIS_SOCKET_TIMEOUT_SECONDS")
         return self
 
 

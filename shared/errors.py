@@ -84,6 +84,14 @@ class ServiceUnavailable(ApiError):
         self.retry_after = retry_after
 
 
+class ReplicationUnconfirmed(ServiceUnavailable):
+    """The job is enqueued, but no replica confirmed it in time: a failover could still
+    lose it. The same request with the same Idempotency-Key (or job id) is safe to send
+    again: it returns the job and waits again."""
+
+    status_code, code = 503, "durability_unconfirmed"
+
+
 # --- Job errors: the worker's retry policy reads these ----------------------------------
 
 

@@ -24,6 +24,13 @@ def test_development_defaults_work_without_any_environment() -> None:
     assert s.signing_secret.get_secret_value() == DEV_SIGNING_SECRET
 
 
+def test_the_replica_wait_must_end_before_the_socket_timeout() -> None:
+    # A longer wait would end as a dead connection, not as "no replica confirmed it".
+    assert Settings(replica_wait_ms=500).replica_wait_ms == 500
+    with pytest.raises(ValidationError, match="OFFLOAD_REPLICA_WAIT_MS must be below"):
+        Settings(replica_wait_ms=2000, redis_socket_timeout_seconds=2)
+
+
 def test_secret_arns_resolve_to_values_and_are_validated(moto_endpoint: str) -> None:
     # GIVEN secrets in (moto's) Secrets Manager, as the SAM template creates them
     base = Settings(aws_endpoint_url=moto_endpoint)

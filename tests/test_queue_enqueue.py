@@ -17,7 +17,7 @@ import pytest
 from streaq.task import TaskStatus
 
 from shared.config import Settings
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, ReplicationUnconfirmed
 from shared.jobs import CATALOGUE
 from shared.queue import JobQueue, deterministic_job_id, publish
 from shared.queue.meta import JobMeta
@@ -268,3 +268,26 @@ async def test_a_pipeline_records_each_steps_owner(queue: JobQueue) -> None:
         assert (meta.owner, meta.published) == ("alice", True)
         assert meta.name == ("place_order" if step_id == job.id else name)
     assert (await queue.view(job.id, "alice")).status == "scheduled"
+
+
+async def test_without_a_replica_the_wait_refuses_in_time_and_the_job_stays_enqueued(
+    settings: Settings,
+) -> None:
+    # GIVEN the replica wait on, and a Redis with no replica to acknowledge anything
+    waiting = settings.model_copy(update={"replica_wait_ms": 100})
+    async with JobQueue(waiting) as q:
+        # WHEN a job is enqueued with a key, and the same request is sent again
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ReplicationUnconfirmed) as first:
+            await q.enqueue(JOB, PAYLOAD, owner="alice", idempotency_key="unconfirmed")
+        took = asyncio.get_running_loop().time() - started
+        with pytest.raises(ReplicationUnconfirmed) as again:
+            await q.enqueue(JOB, PAYLOAD, owner="alice", idempotency_key="unconfirmed")
+        # THEN each answers once the wait is over (no hang), naming the one job it made,
+        # which is queued all the same
+        assert 0.1 <= took < 5
+        assert first.value.details == {"job_id": first.value.details["job_id"], "created": True}
+        assert again.value.details == {"job_id": first.value.details["job_id"], "created": False}
+        view = await q.view(first.value.details["job_id"], "alice")
+        assert view.status == "queued"
+        assert await q.streaq.queue_size() == 1

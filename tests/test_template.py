@@ -254,6 +254,7 @@ def test_environment_wires_queue_buckets_and_secrets(cfn: dict[str, Any]) -> Non
         assert env["OFFLOAD_REDIS_URL_SECRET_ARN"] == worker_params["RedisUrlSecretArn"]
         assert env["OFFLOAD_SIGNING_SECRET_ARN"] == worker_params["SigningSecretArn"]
         assert env["OFFLOAD_SES_SENDER"] == {"Ref": "SesSender"}
+        assert env["OFFLOAD_REPLICA_WAIT_MS"] == {"Ref": "ReplicaWaitMs"}
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Offload"
         # Lambdas never open MongoDB, so they never see its URI.
         assert not [k for k in env if "MONGO" in k], name
@@ -452,6 +453,17 @@ def test_cache_is_multi_az_encrypted_with_a_generated_auth_token() -> None:
     assert params == {"maxmemory-policy": "noeviction"}
     url = cache["RedisUrlSecret"]["Properties"]["SecretString"]["Fn::Sub"][0]
     assert url.startswith("rediss://:{{resolve:secretsmanager:${AuthTokenSecret}}}@")
+
+
+def test_enqueues_wait_for_the_cache_replica_by_default(cfn: dict[str, Any]) -> None:
+    # The cache has a replica to wait for, and the wait ends before the socket timeout
+    # (shared/config.py refuses a longer one at start-up).
+    assert load("infra/cache.yaml")["Resources"]["ReplicationGroup"]["Properties"][
+        "NumCacheClusters"] >= 2
+    wait = cfn["Parameters"]["ReplicaWaitMs"]
+    timeout_ms = Settings.model_fields["redis_socket_timeout_seconds"].default * 1000
+    assert 0 < wait["Default"] <= wait["MaxValue"] < timeout_ms
+    assert Settings(replica_wait_ms=wait["MaxValue"]).replica_wait_ms == wait["MaxValue"]
 
 
 def test_only_functions_and_workers_reach_the_cache() -> None:

@@ -37,7 +37,9 @@ _DESCRIPTIONS = {
     422: "Invalid body or parameters; `details` lists each field error.",
     429: "An owner quota is spent (enqueue rate, unfinished jobs or long-polls); "
          "`Retry-After`, `RateLimit-Policy` and `RateLimit` say which and when.",
-    503: "Redis is unreachable; retry after `Retry-After` seconds.",
+    503: "Redis is unreachable, or no cache replica confirmed an enqueued job in time "
+         "(`durability_unconfirmed`, its id in `details.job_id`: the same Idempotency-Key "
+         "is safe to send again); retry after `Retry-After` seconds.",
 }
 
 # Every route that reads Redis may answer these.

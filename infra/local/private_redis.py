@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from types import TracebackType
 
 
@@ -19,10 +20,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """``start()``/``stop()``, or use it as a context manager."""
+    """``start()``/``stop()``, or use it as a context manager. ``args``: more
+    ``redis-server`` options (``--replicaof``, ``--repl-diskless-sync-delay``, ...)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
+        self.args = tuple(args)
         self.dir = tempfile.mkdtemp(prefix="offload-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -43,7 +46,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not on PATH")
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
+             "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

@@ -10,6 +10,7 @@ and dead letters work without MongoDB.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from contextlib import suppress
@@ -22,7 +23,7 @@ from streaq.task import TaskResult, TaskStatus
 from streaq.types import StreaqError
 
 from shared.config import Settings
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, ReplicationUnconfirmed
 from shared.jobs import CATALOGUE, RESERVED_OWNERS, JobSpec
 from shared.queue import outcomes
 from shared.queue.connection import Connection
@@ -37,6 +38,7 @@ from shared.queue.listing import Cursor, IndexScan, JobFilter
 from shared.queue.meta import JobMeta, encode_payload, payload_digest
 from shared.queue.progress import Progress, read_progress
 from shared.queue.publish import Plan, Publisher
+from shared.queue.replication import confirm_replicated
 from shared.queue.stats import QueueStats, queued_by_priority, read_stats
 from shared.queue.views import (
     ENQUEUE_INCOMPLETE,
@@ -46,6 +48,8 @@ from shared.queue.views import (
     finished_view,
     read_view,
 )
+
+log = logging.getLogger("offload.queue")
 
 # How long the call that reserved a job may take to publish it before another call may
 # take over (docs/QUEUE.md): far above one round trip, well below an API timeout.
@@ -201,7 +205,26 @@ class JobQueue:
                       for step_name, step_id in zip(chain[:-1], step_ids[:-1], strict=True))
         plan = Plan(job_id, meta, steps, caller_chosen_id=chosen,
                     unfinished_until_ms=self._unfinished_until(spec, owner, meta))
-        return await self._conn.call(lambda: self._enqueue(plan, fresh=fresh))
+        job = await self._conn.call(lambda: self._enqueue(plan, fresh=fresh))
+        await self._confirm_replicated(job)
+        return job
+
+    async def _confirm_replicated(self, job: EnqueuedJob) -> None:
+        """Return once a replica holds ``job`` (and everything written before it), at
+        once when the wait is off; raise :class:`ReplicationUnconfirmed` when none confirmed
+        it within the wait. Replays wait too: their answer promises what the first's did."""
+        wait_ms = self.settings.replica_wait_ms
+        if not wait_ms:
+            return
+        if await self._conn.call(lambda: confirm_replicated(self.redis, self.keys, wait_ms)):
+            return
+        log.warning("job %s: no replica confirmed it within %d ms", job.id, wait_ms)
+        raise ReplicationUnconfirmed(
+            f"job {job.id} is enqueued but no replica confirmed it within {wait_ms} ms, so "
+            "a failover could still lose it. Sending the same request with the same "
+            "Idempotency-Key again is safe (it returns this job and waits again); without "
+            f"a key, read GET /jobs/{job.id} before sending it again.",
+            {"job_id": job.id, "created": job.created})
 
     def _unfinished_until(self, spec: JobSpec, owner: str, meta: JobMeta) -> int:
         """The latest time the job could still be unfinished: its start, then every try of

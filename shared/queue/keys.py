@@ -65,6 +65,10 @@ class Keys:
     def dead_letter(self, job_id: str) -> str:
         return f"{self.prefix}deadletter:{job_id}"
 
+    def replication_probe(self) -> str:
+        """Written right before a replica wait (shared/queue/replication.py)."""
+        return f"{self.prefix}replication-probe"
+
     def workers(self) -> str:
         """Live workers: a sorted set of worker id -> last announcement (ms)."""
         return f"{self.prefix}workers"

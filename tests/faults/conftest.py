@@ -15,7 +15,7 @@ from tests.faults.servers import PersistentRedis
 @pytest.fixture
 def own_redis() -> Iterator[PersistentRedis]:
     """A redis-server of this test's own, with an append-only file it keeps across
-    restarts (as a failover to a replica keeps the data)."""
+    restarts (its data survives them)."""
     server = PersistentRedis()
     server.start()
     yield server

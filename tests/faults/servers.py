@@ -14,7 +14,8 @@ from infra.local.private_redis import RedisServer
 
 class PersistentRedis(RedisServer):
     """A private redis-server with an append-only file fsynced on every write, restarted
-    on the same port and directory: what a failover that keeps the data looks like.
+    on the same port and directory: a restart that keeps the data (ElastiCache has no such
+    file; there the replica wait keeps accepted jobs, tests/faults/test_failover.py).
     With ``password``, clients must AUTH (as ElastiCache with AUTH on)."""
 
     def __init__(self, password: str | None = None) -> None:

@@ -1,5 +1,6 @@
-"""Fault 3: Redis restarts mid-run, keeping its data (append-only file, fsync always, as a
-failover to a replica keeps it). While it is down the API answers 503 with Retry-After,
+"""Fault 3: Redis restarts mid-run, keeping its data (an append-only file fsynced on every
+write stands in for data that survives; in AWS a failover keeps accepted jobs through the
+replica wait, fault 8). While it is down the API answers 503 with Retry-After,
 never 500; the API and the worker processes reconnect by themselves within 10 s of its
 return; every enqueue that got a 202 runs."""
 
