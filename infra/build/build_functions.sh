@@ -6,7 +6,9 @@
 #   infra/build/build_functions.sh OUTDIR
 #
 # Environment (all optional):
-#   LAMBDA_PYTHON_VERSION  target CPython (default 3.13, the template's Runtime)
+#   LAMBDA_PYTHON_VERSION  target CPython (default: infra/python-version, the template's Runtime)
+#   LAMBDA_BYTECODE_PYTHON an interpreter of that version to compile bytecode with (default:
+#                          python<version> or uv's; without one the artifact ships no .pyc)
 #   LAMBDA_PLATFORM        uv --python-platform (default aarch64-manylinux_2_34: AL2023 glibc)
 #   BUNDLE_RUNTIME_SDK=1   also ship boto3/botocore and their deps (default: rely on the runtime's)
 #
@@ -19,7 +21,7 @@ if [ $# -ne 1 ] || [ -z "$1" ]; then
 fi
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-python_version=${LAMBDA_PYTHON_VERSION:-3.13}
+python_version=${LAMBDA_PYTHON_VERSION:-$(cat "$root/infra/python-version")}
 platform=${LAMBDA_PLATFORM:-aarch64-manylinux_2_34}
 out=$1
 
@@ -74,8 +76,33 @@ done
 # Console scripts (bin/) have a shebang for this machine's Python and nothing runs them.
 rm -rf "${out:?}/bin"
 find "$out" -depth -name __pycache__ -type d -exec rm -rf {} +
-# A *.pyc compiled by the local interpreter is useless to the Lambda's (another version).
 find "$out" -name '*.pyc' -delete
+
+# Bytecode from an interpreter of the target version only. Lambda's code directory is
+# read-only, so without .pyc every cold start compiles every module it imports again.
+# unchecked-hash: valid whatever mtimes the zip gives the files.
+target_python() {
+  local candidate
+  for candidate in "${LAMBDA_BYTECODE_PYTHON:-}" "python$python_version" \
+                   "$(uv python find --no-project "$python_version" 2>/dev/null || true)"; do
+    [ -n "$candidate" ] || continue
+    if "$candidate" -c "import sys; sys.exit('%d.%d' % sys.version_info[:2] != '$python_version')" \
+        2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+if compiler=$(target_python); then
+  "$compiler" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$out" >/dev/null \
+    || echo "warning: some files did not compile to bytecode" >&2
+  echo "bytecode: compiled with $compiler" >&2
+else
+  echo "warning: no Python $python_version here, so the artifact ships without bytecode and" \
+    "each cold start compiles it (uv python install $python_version, or" \
+    "sam build --use-container)" >&2
+fi
 
 size_kib=$(du -sk "$out" | cut -f1)
 echo "built $out: python $python_version, $platform, $((size_kib / 1024)) MiB unzipped" >&2

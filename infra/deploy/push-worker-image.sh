@@ -111,6 +111,7 @@ if [ "$build" -eq 1 ]; then
     | docker login --username AWS --password-stdin "$registry"
   echo "building and pushing $repository:$tag (linux/arm64)"
   docker buildx build --platform linux/arm64 --file worker/Dockerfile \
+    --build-arg "PYTHON_VERSION=$(cat infra/python-version)" \
     --tag "$repository:$tag" --provenance=false --push .
 else
   aws ecr describe-images --region "$region" --repository-name "${repository#*/}" \
