@@ -8,8 +8,12 @@ import json
 import threading
 import time
 
+import pytest
+
 from shared.config import Settings
+from shared.queue import JobQueue
 from tests.emf import parse
+from tests.faults.jobs import wait_finished
 from worker.app import job_metrics
 from worker.job_metrics import MAX_VALUES, OTHER_JOB, JobMetrics
 
@@ -127,3 +131,26 @@ def test_metrics_are_off_unless_the_setting_turns_them_on() -> None:
                               worker_metrics_interval_seconds=2.5))
     assert on is not None
     assert (on.namespace, on.queue, on.interval) == ("Custom", "offload-staging", 2.5)
+
+
+@pytest.mark.anyio
+async def test_a_stopping_worker_writes_what_it_measured(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a real worker with metrics on, whose interval never comes round during the test
+    from infra.local.testing import running_worker
+
+    on = settings.model_copy(update={"worker_metrics": True,
+                                     "worker_metrics_interval_seconds": 3600.0})
+    async with JobQueue(on) as queue, running_worker(on):
+        job = await queue.enqueue("cleanup_expired_sessions", {}, owner="alice")
+        (view,) = await wait_finished(queue, [job.id], "alice", timeout=30)
+        assert view.status == "done", view
+        assert "_aws" not in capsys.readouterr().out  # nothing written yet
+        # WHEN the worker stops: leaving the block cancels it, as a lost Redis would
+    # THEN the job's duration and wait were written on the way out
+    emitted = parse(capsys.readouterr().out)
+    assert len(emitted.of("JobDuration", queue=on.queue_name,
+                          job="cleanup_expired_sessions")) == 1
+    assert len(emitted.of("QueueWait", queue=on.queue_name)) == 1
+    assert emitted.of("JobsFailed", queue=on.queue_name, kind="permanent") == []

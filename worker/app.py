@@ -79,9 +79,10 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
                 metrics.start()
             try:
                 yield ctx
-            finally:  # however the worker stops, what it measured is written
+            finally:  # however the worker stops (even cancelled), what it measured is written
                 if metrics is not None:
-                    await anyio.to_thread.run_sync(metrics.close)
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(metrics.close)
         # Reached when the worker stopped on its own (SIGTERM, end of a burst), not when
         # it is torn down after losing Redis: hand on what it fetched and did not start.
         with anyio.move_on_after(settings.redis_socket_timeout_seconds):
