@@ -245,12 +245,12 @@ class RetryPolicy:
         task, rules = call.task, call.rules
         log.info("job %s %s try %d/%d correlation_id=%s", rules.name, task.task_id,
                  call.tries, rules.max_tries, call.context.get("correlation_id") or "-")
+        self._measure_wait(call)  # before this run's own Redis writes and events
         run_key = self._keys.job(task.task_id) + ":run"
         self._recorder.started(run_key, call.tries)
         token = ATTEMPT.set(Attempt(call.tries, rules.max_tries))
         job_token = JOB.set(JobContext.from_message(call.context))
         await self._notify(call, "started")
-        self._measure_wait(call)
         started = time.perf_counter()
         reporter = REPORTER.set(ProgressReporter(
             self._worker.redis, self._keys, task.task_id, self._retention,
