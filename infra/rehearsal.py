@@ -320,11 +320,6 @@ class Rehearsal:
         """The buckets the templates and the (placeholder) function code are read from,
         and an export: moto gives a stack created while no export exists a private,
         always-empty view of the exports, so ``ImportValue`` would never resolve."""
-        # moto keeps its state per process: start from nothing (moto's own reset endpoint).
-        import urllib.request
-
-        urllib.request.urlopen(urllib.request.Request(  # noqa: S310 (loopback moto)
-            f"{self.endpoint}/moto-api/reset", method="POST"), timeout=30).close()
         s3 = self.client("s3")
         for bucket in (TEMPLATES_BUCKET, ARTIFACTS_BUCKET):
             s3.create_bucket(Bucket=bucket)
@@ -407,16 +402,37 @@ def free_port() -> int:
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """moto's server on a free loopback port for the block; its endpoint."""
-    from moto.server import ThreadedMotoServer
+    """A private moto server process on a free loopback port for the block; its endpoint.
+
+    A process of its own: moto keeps its state per process, and an in-process server
+    would share it with any other moto the caller runs (the test suite's, for one)."""
+    import time
+    import urllib.request
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(  # noqa: S310 (http to our own loopback server)
+                    f"{endpoint}/moto-api/data.json", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto's server did not start") from None
+                time.sleep(0.1)
+        yield endpoint
     finally:
-        server.stop()
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,16 +441,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--template", type=Path, default=ROOT / "template.yaml")
     parser.add_argument("--stack", default="offload")
     args = parser.parse_args(argv)
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto request
     transformed = transform(args.template)
     with moto_server() as endpoint:
         rehearsal = Rehearsal(endpoint)
         rehearsal.setup()
         ssm = rehearsal.client("ssm")
         ssm.put_parameter(Name="/offload/prod/worker-image-tag", Type="String", Value="none")
-        params = {"SesSender": "jobs@example.com"}
+        params = {"SesSender": "jobs@example.com", "AlarmEmail": "ops@example.com"}
         for step in ("first deploy (no image)", "deploy with an image tag"):
             if step != "first deploy (no image)":
                 ssm.put_parameter(Name="/offload/prod/worker-image-tag", Type="String",

@@ -29,7 +29,7 @@ export SAM_CLI_TELEMETRY=0
 export BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false
 
 templates=(template.yaml infra/network.yaml infra/cache.yaml infra/worker.yaml
-           infra/alarms.yaml infra/documentdb.yaml)
+           infra/alarms.yaml infra/mail.yaml infra/documentdb.yaml)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

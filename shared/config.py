@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     # Redis socket timeouts: a connection that stops answering without closing is noticed
     # after this long instead of hanging forever.
     redis_socket_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Job metrics as CloudWatch EMF lines on the worker's stdout (worker/job_metrics.py):
+    # on in AWS (infra/worker.yaml), off by default so a local worker's log stays readable.
+    worker_metrics: bool = False
+    worker_metrics_namespace: str = Field(default="Offload", min_length=1, max_length=255)
+    # Buffered values are written this often (and at shutdown).
+    worker_metrics_interval_seconds: float = Field(default=10.0, gt=0)
     # How often a worker PINGs Redis through its own connections (each PING bounded by the
     # socket timeout): a silent Redis is noticed within this plus the socket timeout, and
     # the worker reconnects in place (worker/redis_watchdog.py).
@@ -79,6 +85,9 @@ class Settings(BaseSettings):
     uploads_bucket: str = "offload-uploads-local"
     results_bucket: str = "offload-results-local"
     ses_sender: str = "no-reply@offload.example.com"
+    # The SES configuration set every e-mail is sent with (bounce and complaint events,
+    # reputation metrics, suppression); empty: none (moto's SES locally).
+    ses_configuration_set: str = ""
 
     # MongoDB (beanie). Empty: the in-memory stand-in (development and tests only).
     mongodb_uri: str = ""

@@ -67,11 +67,13 @@ def normalize_address(value: str) -> str:
 
 
 class Mailer:
-    """Sends one HTML + text message per call from a fixed, verified sender."""
+    """Sends one HTML + text message per call from a fixed, verified sender, with the SES
+    configuration set (bounce/complaint events, suppression) when one is named."""
 
-    def __init__(self, ses: SESClient, sender: str) -> None:
+    def __init__(self, ses: SESClient, sender: str, configuration_set: str = "") -> None:
         self._ses = ses
         self.sender = validate_address(sender)
+        self.configuration_set = configuration_set
 
     async def send(self, to: str, subject: str, html: str, text: str) -> str:
         """Send and return SES's MessageId; runs the SES call off the event loop."""
@@ -88,12 +90,16 @@ class Mailer:
             },
         }
 
+        extra: Any = {"ConfigurationSetName": self.configuration_set} \
+            if self.configuration_set else {}
+
         def call() -> str:
             try:
                 response = self._ses.send_email(
                     Source=self.sender,
                     Destination={"ToAddresses": [recipient]},
                     Message=message,
+                    **extra,
                 )
             except Exception as exc:
                 translated = self._translate(exc)

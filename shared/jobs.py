@@ -291,17 +291,25 @@ TASK_NAMES: frozenset[str] = frozenset(n for n, s in CATALOGUE.items() if not s.
 CONTEXT_KWARG = "_offload"
 
 
+# The context entry holding when the job could first start (epoch ms, as a string: every
+# context value is one): the worker's QueueWait metric. Only a job's first task carries it.
+READY_KWARG = "ready_ms"
+
+
 # The identity claims a job's context may carry beside the owner: what the worker needs to
 # create the caller's User on first use (Lambdas never open MongoDB).
 PROFILE_CLAIMS: tuple[str, ...] = ("email", "name")
 
 
 def job_context(owner: str, correlation_id: str | None,
-                profile: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+                profile: dict[str, str] | None = None,
+                ready_ms: int | None = None) -> dict[str, dict[str, str]]:
     """The keyword argument to enqueue beside a job's input (see :data:`CONTEXT_KWARG`).
     ``profile`` holds the caller's :data:`PROFILE_CLAIMS` (others are dropped, empty ones
-    left out)."""
+    left out); ``ready_ms``, when the job may first start (:data:`READY_KWARG`)."""
     context = {"owner": owner, "correlation_id": correlation_id or ""}
+    if ready_ms is not None:
+        context[READY_KWARG] = str(ready_ms)
     for claim in PROFILE_CLAIMS:
         value = (profile or {}).get(claim)
         if value:

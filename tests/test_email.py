@@ -93,6 +93,35 @@ async def test_throttling_is_transient() -> None:
     assert isinstance(caught.value, TransientJobError)
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("configuration_set", ["offload-prod-mail", ""])
+async def test_the_configuration_set_is_named_on_every_send_when_set(
+    settings: Settings, configuration_set: str
+) -> None:
+    # GIVEN a mailer whose SES client only answers the exact call expected (moto's SES
+    # ignores ConfigurationSetName, so its server cannot show it)
+    from botocore.stub import Stubber
+
+    client = ses_client(settings)
+    expected: dict[str, Any] = {
+        "Source": settings.ses_sender,
+        "Destination": {"ToAddresses": ["bob@example.org"]},
+        "Message": {"Subject": {"Data": "Hi", "Charset": "UTF-8"},
+                    "Body": {"Text": {"Data": "hi", "Charset": "UTF-8"},
+                             "Html": {"Data": "<p>hi</p>", "Charset": "UTF-8"}}},
+    }
+    if configuration_set:
+        expected["ConfigurationSetName"] = configuration_set
+    mailer = Mailer(client, settings.ses_sender, configuration_set)
+    with Stubber(client) as stub:
+        stub.add_response("send_email", {"MessageId": "m-1"}, expected)
+        # WHEN it sends
+        message_id = await mailer.send("bob@example.org", "Hi", "<p>hi</p>", "hi")
+        # THEN the call named the set (and nothing when none is configured)
+        stub.assert_no_pending_responses()
+    assert message_id == "m-1"
+
+
 def test_address_helpers() -> None:
     assert validate_address("  Ann.Lee+tag@Mail.Example.co.uk ") == "Ann.Lee+tag@Mail.Example.co.uk"
     assert normalize_address("Ann@Example.COM") == "ann@example.com"

@@ -31,6 +31,7 @@ NESTED = {
     "DocumentDbStack": "infra/documentdb.yaml",
     "WorkerStack": "infra/worker.yaml",
     "AlarmsStack": "infra/alarms.yaml",
+    "MailStack": "infra/mail.yaml",
 }
 # The translator insists on a region; a made-up one shows whether any got baked in.
 SENTINEL_REGION = "xx-offline-1"
@@ -494,19 +495,325 @@ def test_network_has_s3_gateway_and_the_interface_endpoints() -> None:
 # --- alarms ------------------------------------------------------------------------------
 
 
+def alarm_metrics(alarm: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(namespace, metric, {dimension: value}) of each metric an alarm reads, whether it
+    names one metric or combines several with metric math."""
+    if "MetricName" in alarm:
+        return [(alarm["Namespace"], alarm["MetricName"],
+                 {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])})]
+    found = []
+    for query in alarm["Metrics"]:
+        if "MetricStat" in query:
+            metric = query["MetricStat"]["Metric"]
+            found.append((metric["Namespace"], metric["MetricName"],
+                          {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}))
+    return found
+
+
+def all_alarms() -> dict[str, dict[str, Any]]:
+    return {name: r["Properties"] for name, r in load("infra/alarms.yaml")["Resources"].items()
+            if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+
 def test_alarms_cover_dlq_job_age_task_failures_and_api_errors() -> None:
     alarms = load("infra/alarms.yaml")["Resources"]
-    by_metric = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"]
-                 for a in alarms.values() if a["Type"] == "AWS::CloudWatch::Alarm"}
+    read = {(ns, metric) for a in all_alarms().values() for ns, metric, _ in alarm_metrics(a)}
     assert {("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("Offload", "OldestJobAgeSeconds"),
-            ("Offload", "WorkerTaskFailures"), ("AWS/ApiGateway", "5xx")} <= set(by_metric)
-    for alarm in by_metric.values():
+            ("Offload", "WorkerTaskFailures"), ("AWS/ApiGateway", "5xx")} <= read
+    for alarm in all_alarms().values():
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        assert alarm["OKActions"] == [{"Ref": "AlarmTopic"}]
     rule = alarms["FailedTaskRule"]["Properties"]["EventPattern"]
     assert rule["detail"]["lastStatus"] == ["STOPPED"]
     subscription = alarms["AlarmSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+# Metrics in the Offload namespace and who publishes them: queue_metrics (functions/), the
+# worker's EMF (worker/job_metrics.py), the task-failure metric filter (infra/alarms.yaml).
+QUEUE_METRICS = ("QueueDepth", "OldestJobAgeSeconds", "BacklogPerWorker", "RunningJobs",
+                 "LiveWorkers")
+# AWS metrics the alarms and dashboard may read, with the dimensions they may use.
+AWS_METRICS = {
+    "AWS/ApiGateway": ({"Count", "4xx", "5xx", "Latency", "IntegrationLatency"}, {"ApiId"}),
+    "AWS/Lambda": ({"Errors", "Throttles", "Invocations", "Duration"}, {"FunctionName"}),
+    "AWS/ElastiCache": ({"DatabaseMemoryUsagePercentage", "EngineCPUUtilization"},
+                        {"CacheClusterId"}),
+    "ECS/ContainerInsights": ({"RunningTaskCount", "DesiredTaskCount"},
+                              {"ClusterName", "ServiceName"}),
+    "AWS/SES": ({"Reputation.BounceRate", "Reputation.ComplaintRate"}, set()),
+    "AWS/SQS": ({"ApproximateNumberOfMessagesVisible"}, {"QueueName"}),
+}
+
+
+def offload_series() -> set[tuple[str, frozenset[str]]]:
+    """Every (metric, dimension names) published in the Offload namespace; the worker's
+    read from what JobMetrics actually writes."""
+    import io
+
+    from tests.emf import parse
+    from worker.job_metrics import JobMetrics
+
+    out = io.StringIO()
+    metrics = JobMetrics("Offload", "q", out=out)
+    metrics.failed("send_welcome_email", permanent=True)
+    metrics.failed("send_welcome_email", permanent=False)
+    metrics.dead_lettered("send_welcome_email")
+    metrics.ran("send_welcome_email", 1.0)
+    metrics.waited("send_welcome_email", 1.0)
+    metrics.flush()
+    emitted = parse(out.getvalue())
+    assert emitted.namespaces() == {"Offload"}
+    found = {(metric, frozenset(name for name, _ in dims)) for metric, dims in emitted.values}
+    source = (ROOT / "functions" / "queue_metrics.py").read_text()
+    for metric in QUEUE_METRICS:
+        assert f'name="{metric}"' in source, metric
+        found.add((metric, frozenset({"queue"})))
+    found.add(("WorkerTaskFailures", frozenset({"cluster"})))
+    return found
+
+
+def test_job_alarms_read_the_metrics_the_worker_writes(cfn: dict[str, Any]) -> None:
+    alarms = all_alarms()
+    series = offload_series()
+    for name, alarm in alarms.items():
+        for namespace, metric, dims in alarm_metrics(alarm):
+            if namespace == "Offload":
+                assert (metric, frozenset(dims)) in series, (name, metric, dims)
+                if "queue" in dims:
+                    assert dims["queue"] == {"Ref": "QueueName"}, name
+    dead = alarms["JobsDeadLettered"]
+    assert alarm_metrics(dead) == [("Offload", "DeadLetters", {"queue": {"Ref": "QueueName"}})]
+    assert (dead["Statistic"], dead["Period"], dead["Threshold"]) == (
+        "Sum", 300, {"Ref": "DeadLettersThreshold"})
+    permanent = alarms["JobsFailingPermanently"]
+    assert alarm_metrics(permanent) == [
+        ("Offload", "JobsFailed", {"queue": {"Ref": "QueueName"}, "kind": "permanent"})]
+    assert permanent["Threshold"] == {"Ref": "PermanentFailuresThreshold"}
+    for alarm in (dead, permanent):
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert alarm["TreatMissingData"] == "notBreaching"  # no failures, no data points
+    params = cfn["Resources"]["AlarmsStack"]["Properties"]["Parameters"]
+    assert params["DeadLettersThreshold"] == {"Ref": "DeadLettersThreshold"}
+    assert params["PermanentFailuresThreshold"] == {"Ref": "PermanentFailuresThreshold"}
+    # The worker publishes in the namespace the alarms read.
+    (container,) = load("infra/worker.yaml")["Resources"]["TaskDefinition"]["Properties"][
+        "ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["OFFLOAD_WORKER_METRICS_NAMESPACE"] == "Offload"
+    assert Settings.model_validate({"worker_metrics": env["OFFLOAD_WORKER_METRICS"]}).worker_metrics
+
+
+def test_every_function_has_an_errors_and_a_throttles_alarm(cfn: dict[str, Any]) -> None:
+    params = cfn["Resources"]["AlarmsStack"]["Properties"]["Parameters"]
+    watched: dict[str, set[str]] = {}
+    for alarm in all_alarms().values():
+        for namespace, metric, dims in alarm_metrics(alarm):
+            if namespace == "AWS/Lambda":
+                assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (
+                    0, "GreaterThanThreshold")
+                watched.setdefault(dims["FunctionName"]["Ref"], set()).add(metric)
+    assert watched == {f"{function}Name": {"Errors", "Throttles"} for function in FUNCTIONS}
+    for function in FUNCTIONS:
+        assert params[f"{function}Name"] == {"Ref": function}
+
+
+def test_cache_alarms_read_both_nodes_for_memory_and_engine_cpu() -> None:
+    alarms = all_alarms()
+    for name, metric, threshold in (("CacheMemoryHigh", "DatabaseMemoryUsagePercentage", 80),
+                                    ("CacheEngineCpuHigh", "EngineCPUUtilization", 90)):
+        alarm = alarms[name]
+        read = alarm_metrics(alarm)
+        assert {m for _, m, _ in read} == {metric}
+        # After a failover the primary is the other node: both are read, the higher counts.
+        assert [d["CacheClusterId"] for _, _, d in read] == [
+            {"Fn::Sub": "${CacheReplicationGroupId}-001"},
+            {"Fn::Sub": "${CacheReplicationGroupId}-002"}]
+        (shown,) = [q for q in alarm["Metrics"] if q["ReturnData"]]
+        assert shown["Expression"] == "MAX([node1, node2])"
+        assert alarm["Threshold"] == threshold
+
+
+def test_ses_reputation_alarms_warn_before_aws_reviews_the_account() -> None:
+    alarms = all_alarms()
+    limits = {"Reputation.BounceRate": 0.05, "Reputation.ComplaintRate": 0.001}
+    seen = set()
+    for alarm in alarms.values():
+        for namespace, metric, dims in alarm_metrics(alarm):
+            if namespace == "AWS/SES":
+                assert dims == {}  # account-level: every message of the region
+                assert 0 < alarm["Threshold"] <= limits[metric] / 2
+                assert alarm["TreatMissingData"] == "notBreaching"  # no bounces yet: no data
+                seen.add(metric)
+    assert seen == set(limits)
+
+
+def _dashboard() -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The dashboard's widgets, its ${...} placeholders filled as CloudFormation would (a
+    string parameter as <Name>, a number as 7, the region as the sentinel)."""
+    alarms = load("infra/alarms.yaml")
+    body = alarms["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert isinstance(body, str)
+    values = {"AWS::Region": SENTINEL_REGION}
+    for name, param in alarms["Parameters"].items():
+        values[name] = "7" if param["Type"] == "Number" else f"<{name}>"
+    names = set(re.findall(r"\$\{([^}]+)\}", body))
+    attributes = {n for n in names if "." in n}
+    for attribute in attributes:  # ${Resource.Attribute}: a resource of this stack
+        assert attribute.split(".")[0] in alarms["Resources"], attribute
+        values[attribute] = f"<{attribute}>"
+    assert names <= set(values), names - set(values)
+    text = re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], body)
+    widgets: list[dict[str, Any]] = json.loads(text)["widgets"]
+    return widgets, values
+
+
+def _widget_metrics(widget: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, str]]]:
+    for entry in widget["properties"].get("metrics", []):
+        if isinstance(entry[0], dict):
+            continue  # an expression
+        namespace, metric, *rest = entry
+        pairs = [x for x in rest if not isinstance(x, dict)]
+        yield namespace, metric, dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
+def test_dashboard_shows_api_queue_jobs_workers_cache_and_ses_from_real_metrics() -> None:
+    widgets, values = _dashboard()
+    series = offload_series()
+    shown: set[tuple[str, str]] = set()
+    for widget in widgets:
+        props = widget["properties"]
+        assert widget["x"] >= 0 and widget["x"] + widget["width"] <= 24
+        if widget["type"] != "metric":
+            continue
+        assert props["region"] == SENTINEL_REGION  # the stack's region, never a literal
+        for namespace, metric, dims in _widget_metrics(widget):
+            shown.add((namespace, metric))
+            if namespace == "Offload":
+                assert (metric, frozenset(dims)) in series, (metric, dims)
+                assert dims["queue"] == values["QueueName"]
+                assert dims.get("kind", "permanent") in {"permanent", "transient"}
+            else:
+                names, dimensions = AWS_METRICS[namespace]
+                assert metric in names, (namespace, metric)
+                assert set(dims) == dimensions, (namespace, metric, dims)
+    assert {
+        ("AWS/ApiGateway", "Count"), ("AWS/ApiGateway", "5xx"), ("AWS/ApiGateway", "Latency"),
+        ("Offload", "QueueDepth"), ("Offload", "OldestJobAgeSeconds"),
+        ("Offload", "JobsFailed"), ("Offload", "DeadLetters"), ("Offload", "JobDuration"),
+        ("Offload", "QueueWait"), ("ECS/ContainerInsights", "RunningTaskCount"),
+        ("AWS/ElastiCache", "DatabaseMemoryUsagePercentage"),
+        ("AWS/ElastiCache", "EngineCPUUtilization"), ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"), ("AWS/SES", "Reputation.BounceRate"),
+        ("AWS/SES", "Reputation.ComplaintRate"),
+    } <= shown
+    # Failures by kind: both kinds, each its own line.
+    kinds = {dims.get("kind") for w in widgets if w["type"] == "metric"
+             for _, metric, dims in _widget_metrics(w) if metric == "JobsFailed"}
+    assert kinds == {"permanent", "transient"}
+    # Failures by job: a SEARCH over exactly the dimension set the worker writes.
+    expressions = [e[0]["expression"] for w in widgets if w["type"] == "metric"
+                   for e in w["properties"]["metrics"] if isinstance(e[0], dict)]
+    (search,) = expressions
+    schema = re.search(r"\{(Offload(?:,\w+)+)\}", search)
+    assert schema is not None
+    namespace, *dimension_names = schema.group(1).split(",")
+    assert ("JobsFailed", frozenset(dimension_names)) in series
+    assert f'queue="{values["QueueName"]}"' in search
+    # Each function's errors and throttles.
+    lambdas = {(metric, dims["FunctionName"]) for w in widgets if w["type"] == "metric"
+               for ns, metric, dims in _widget_metrics(w) if ns == "AWS/Lambda"}
+    assert lambdas == {(m, values[f"{f}Name"]) for m in ("Errors", "Throttles") for f in FUNCTIONS}
+
+
+def test_workers_send_with_a_configuration_set_that_reports_bounces_and_complaints(
+    cfn: dict[str, Any]
+) -> None:
+    mail = load("infra/mail.yaml")
+    res = mail["Resources"]
+    config = res["ConfigurationSet"]["Properties"]
+    # SES stops mailing an address that bounced or complained, and reports the rates.
+    assert set(config["SuppressionOptions"]["SuppressedReasons"]) == {"BOUNCE", "COMPLAINT"}
+    assert config["ReputationOptions"]["ReputationMetricsEnabled"] is True
+    destination = res["FeedbackDestination"]["Properties"]
+    assert destination["ConfigurationSetName"] == {"Ref": "ConfigurationSet"}
+    event = destination["EventDestination"]
+    assert event["Enabled"] is True
+    assert {"bounce", "complaint"} <= set(event["MatchingEventTypes"])
+    assert event["SnsDestination"]["TopicARN"] == {"Ref": "FeedbackTopic"}
+    policy = res["FeedbackTopicPolicy"]["Properties"]
+    (allow,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert allow["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    subscription = res["FeedbackSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+    # The workers get its name and may send with it.
+    params = cfn["Resources"]["WorkerStack"]["Properties"]["Parameters"]
+    assert params["SesConfigurationSetName"] == {
+        "Fn::GetAtt": ["MailStack", "Outputs.ConfigurationSetName"]}
+    assert mail["Outputs"]["ConfigurationSetName"]["Value"] == {"Ref": "ConfigurationSet"}
+    worker = load("infra/worker.yaml")["Resources"]
+    (container,) = worker["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["OFFLOAD_SES_CONFIGURATION_SET"] == {"Ref": "SesConfigurationSetName"}
+    task = {s["Sid"]: s for s in statements(worker["TaskRole"])}
+    assert {"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}"
+                       ":configuration-set/${SesConfigurationSetName}"} in task["SendAsSender"][
+        "Resource"]
+
+
+def _evaluate(node: Any, params: dict[str, Any]) -> Any:
+    """A rule's value for ``params``, with CloudFormation's rule functions."""
+    if isinstance(node, list):
+        return [_evaluate(item, params) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ((function, arg),) = node.items()
+    if function == "Ref":
+        return params[arg]
+    args = _evaluate(arg, params)
+    if function == "Fn::Equals":
+        return args[0] == args[1]
+    if function == "Fn::Not":
+        return not args[0]
+    if function == "Fn::Contains":
+        return args[1] in args[0]
+    if function == "Fn::And":
+        return all(args)
+    if function == "Fn::Or":
+        return any(args)
+    raise AssertionError(f"no evaluator for {function}")
+
+
+def _refusals(cfn: dict[str, Any], **given: str) -> list[str]:
+    """The AssertDescription of every rule a deploy with ``given`` parameters breaks."""
+    params: dict[str, Any] = {}
+    for name, param in cfn["Parameters"].items():
+        value = given.get(name, param.get("Default", ""))
+        params[name] = (str(value).split(",") if param["Type"] == "CommaDelimitedList"
+                        else str(value))
+    refused = []
+    for rule in cfn["Rules"].values():
+        if _evaluate(rule.get("RuleCondition", True), params):
+            refused += [a["AssertDescription"] for a in rule["Assertions"]
+                        if not _evaluate(a["Assert"], params)]
+    return refused
+
+
+def test_a_production_stage_is_refused_without_an_alarm_email(cfn: dict[str, Any]) -> None:
+    base = {"MongoDbUriSecretArn": "arn:aws:secretsmanager:xx-offline-1:000000000000:secret:m"}
+    # GIVEN the default Stage (prod) or "production" with no AlarmEmail: refused, saying why
+    assert cfn["Parameters"]["Stage"]["Default"] == "prod"
+    for stage in ("prod", "production"):
+        (refusal,) = _refusals(cfn, Stage=stage, **base)
+        assert "AlarmEmail" in refusal
+    # WHEN an address is given, or the stage is not production: deployed
+    assert _refusals(cfn, Stage="prod", AlarmEmail="ops@example.com", **base) == []
+    assert _refusals(cfn, Stage="staging", **base) == []
+    # AND the other rules still speak for themselves (the evaluator reads them too)
+    assert _refusals(cfn, Stage="staging") == ["DatabaseMode=external needs MongoDbUriSecretArn."]
 
 
 # --- the template as a whole ---------------------------------------------------------------
@@ -534,7 +841,8 @@ def test_transformed_template_passes_cfn_lint(cfn: dict[str, Any]) -> None:
 
 def test_rules_use_only_rule_functions(cfn: dict[str, Any]) -> None:
     assert set(cfn["Rules"]) == {
-        "ExternalDatabaseNeedsUri", "ExistingVpcNeedsIds", "ExternalAuthNeedsIssuer"}
+        "ExternalDatabaseNeedsUri", "ExistingVpcNeedsIds", "ExternalAuthNeedsIssuer",
+        "ProductionNeedsAlarmEmail"}
 
     def functions(node: Any) -> Iterator[str]:
         if isinstance(node, dict):

@@ -24,6 +24,7 @@ from shared.queue import Keys, make_streaq
 from shared.queue.presence import keep_announced
 from worker.context import WorkerContext, open_context
 from worker.fair_share import FairShare, QuietDeferrals
+from worker.job_metrics import JobMetrics
 from worker.redelivery import release_unstarted, set_prefetch
 from worker.redis_watchdog import redis_options
 from worker.retry_policy import RetryPolicy
@@ -62,6 +63,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
     it again (bench/README.md has what that costs).
     """
     holder: dict[str, Worker[WorkerContext]] = {}
+    metrics = job_metrics(settings)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[WorkerContext]:
@@ -73,7 +75,14 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
                 gc.unfreeze()  # a restart after a Redis fault: let the last run's garbage go
                 gc.collect()
                 gc.freeze()
-            yield ctx
+            if metrics is not None:
+                metrics.start()
+            try:
+                yield ctx
+            finally:  # however the worker stops (even cancelled), what it measured is written
+                if metrics is not None:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(metrics.close)
         # Reached when the worker stopped on its own (SIGTERM, end of a burst), not when
         # it is torn down after losing Redis: hand on what it fetched and did not start.
         with anyio.move_on_after(settings.redis_socket_timeout_seconds):
@@ -108,6 +117,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         FairShare(worker, Keys(settings.queue_name), settings.owner_concurrency)
         if settings.owner_concurrency else None,
         _emitter(settings),
+        metrics,
     )
     logging.getLogger("streaq").addFilter(QUIET_DEFERRALS)
     return worker
@@ -117,6 +127,14 @@ def _emitter(settings: Settings) -> Emitter | None:
     """The process's job-event emitter (one background thread), or None when events are off."""
     sink = sink_for(settings)
     return Emitter(sink) if sink is not None else None
+
+
+def job_metrics(settings: Settings) -> JobMetrics | None:
+    """The worker's EMF job metrics, or None when ``OFFLOAD_WORKER_METRICS`` is off."""
+    if not settings.worker_metrics:
+        return None
+    return JobMetrics(settings.worker_metrics_namespace, settings.queue_name,
+                      interval=settings.worker_metrics_interval_seconds)
 
 
 def _register(worker: Worker[WorkerContext], spec: JobSpec,

@@ -70,7 +70,7 @@ async def open_context(settings: Settings, redis: Any) -> AsyncIterator[WorkerCo
             ses=ses,
             http=http,
             blobs=BlobService(s3, settings),
-            mailer=Mailer(ses, settings.ses_sender),
+            mailer=Mailer(ses, settings.ses_sender, settings.ses_configuration_set),
             mongo=mongo,
             redis=redis,
         )

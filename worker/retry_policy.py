@@ -13,6 +13,8 @@
 - :func:`current_job` tells the running job who it acts for (owner, correlation id, the
   caller's e-mail and name claims, roles), from the same message context; each run gets a
   progress reporter (:func:`worker.progress.progress`).
+- With :class:`~worker.job_metrics.JobMetrics` given, each run counts towards the job's
+  ``QueueWait`` (first try), ``JobDuration``, ``JobsFailed`` and ``DeadLetters`` metrics.
 - Each job runs in its own cancel scope in the worker's :class:`RunningJobs`, and a second
   copy of a job already running in this worker waits for the first's outcome. A job cut
   short through its scope (the Redis watchdog, when Redis fails) is retried.
@@ -39,13 +41,15 @@ from streaq.types import TaskContext
 from shared import webhooks
 from shared.errors import PermanentJobError
 from shared.job_events import Emitter, detail
-from shared.jobs import CATALOGUE, CONTEXT_KWARG, RESERVED_OWNERS
+from shared.jobs import CATALOGUE, CONTEXT_KWARG, READY_KWARG, RESERVED_OWNERS
 from shared.limits import job_finished, limited
 from shared.queue import DeadLetter, Keys, record_dead_letter
+from shared.queue.keys import now_ms
 from shared.queue.progress import Progress
 from shared.queue.wire import JobFailure
 from shared.webhooks import Webhook
 from worker.fair_share import FairShare
+from worker.job_metrics import JobMetrics
 from worker.progress import REPORTER, ProgressReporter
 from worker.run_records import RunRecorder
 from worker.running_jobs import CopyCancelled, JobRun, RunningJobs
@@ -172,8 +176,10 @@ class RetryPolicy:
 
     def __init__(self, worker: Worker[Any], keys: Keys, retention_seconds: int,  # noqa: PLR0913
                  dead_letter_ttl: int, result_max_bytes: int = 0,
-                 fair: FairShare | None = None, events: Emitter | None = None) -> None:
+                 fair: FairShare | None = None, events: Emitter | None = None,
+                 metrics: JobMetrics | None = None) -> None:
         self._worker = worker
+        self.metrics = metrics  # EMF job metrics; None: off
         self.events = events  # job events (started, progress, succeeded, failed); None: off
         self._hooks: dict[str, tuple[float, list[Webhook]]] = {}
         self.fair = fair  # per-owner running-job slots; None: no limit
@@ -239,11 +245,13 @@ class RetryPolicy:
         task, rules = call.task, call.rules
         log.info("job %s %s try %d/%d correlation_id=%s", rules.name, task.task_id,
                  call.tries, rules.max_tries, call.context.get("correlation_id") or "-")
+        self._measure_wait(call)  # before this run's own Redis writes and events
         run_key = self._keys.job(task.task_id) + ":run"
         self._recorder.started(run_key, call.tries)
         token = ATTEMPT.set(Attempt(call.tries, rules.max_tries))
         job_token = JOB.set(JobContext.from_message(call.context))
         await self._notify(call, "started")
+        started = time.perf_counter()
         reporter = REPORTER.set(ProgressReporter(
             self._worker.redis, self._keys, task.task_id, self._retention,
             on_write=partial(self._emit_progress, call) if self.events else None))
@@ -255,11 +263,13 @@ class RetryPolicy:
                     with anyio.fail_after(rules.timeout_seconds):
                         result = await fn(*call.args, **call.kwargs)
                 self._check_size(result)
+                self._measure_run(call, started)
                 await self._notify(call, "succeeded")
                 return result
         except Exception as exc:
             if run.scope.cancel_called:
                 raise self._cut_short(call) from exc
+            self._measure_run(call, started)
             await self._fail(exc, call)
         finally:
             self._recorder.finished(run_key)
@@ -267,6 +277,17 @@ class RetryPolicy:
             JOB.reset(job_token)
             REPORTER.reset(reporter)
         raise self._cut_short(call)  # the scope ended the job (see RunningJobs.cut_short_at)
+
+    def _measure_wait(self, call: Call) -> None:
+        """QueueWait on a job's first try, from the time the enqueue said it could start
+        (absent for a pipeline's later steps and jobs enqueued by other means)."""
+        ready = call.context.get(READY_KWARG, "")
+        if self.metrics is not None and call.tries == 1 and ready.isdigit():
+            self.metrics.waited(call.rules.name, now_ms() - int(ready))
+
+    def _measure_run(self, call: Call, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.ran(call.rules.name, (time.perf_counter() - started) * 1000)
 
     def _emit(self, call: Call, state: str, *, error: dict[str, str] | None = None,
               progress: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -293,7 +314,8 @@ class RetryPolicy:
                 if state in hook.events:
                     await self._worker.enqueue_unsafe(
                         WEBHOOK_JOB, webhook_id=hook.id, event=event,
-                        **{CONTEXT_KWARG: {"owner": owner}}).start()
+                        **{CONTEXT_KWARG: {"owner": owner, READY_KWARG: str(now_ms())}}
+                    ).start()
         except Exception as exc:  # a webhook is never worth a failed job
             log.warning("job %s: webhook deliveries not enqueued: %s: %s",
                         call.task.task_id, type(exc).__name__, exc)
@@ -335,6 +357,8 @@ class RetryPolicy:
         """Retry ``exc`` (raise ``StreaqRetry``) or fail for good (raise ``JobFailure``)."""
         task, rules = call.task, call.rules
         permanent = is_permanent(exc)
+        if self.metrics is not None:
+            self.metrics.failed(rules.name, permanent=permanent)
         if not permanent and call.tries < rules.max_tries:
             delay = backoff_seconds(call.tries)
             log.warning("job %s %s failed (%s: %s); retry %d in %.1fs", rules.name,
@@ -345,6 +369,8 @@ class RetryPolicy:
         log.error("job %s %s failed for good after %d tries: %s: %s", rules.name,
                   task.task_id, call.tries, type(exc).__name__, exc)
         await self._dead_letter(exc, call)
+        if self.metrics is not None:
+            self.metrics.dead_lettered(rules.name)
         shown: Exception = exc
         if isinstance(exc, TimeoutError):
             shown = TimeoutError(f"job exceeded its {rules.timeout_seconds}s timeout")

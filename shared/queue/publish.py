@@ -65,6 +65,10 @@ def build_task(streaq: Worker[Any], job_id: str, meta: JobMeta) -> Task[Any, Any
     """The Streaq task (a pipeline's last step) that publishes the job ``meta`` describes."""
     spec = CATALOGUE[meta.name]
     context = job_context(meta.owner, meta.correlation_id, meta.profile)
+    # Only the first task knows when it could start (the worker's QueueWait): a later
+    # step becomes ready when the step before it finishes.
+    first_context = job_context(meta.owner, meta.correlation_id, meta.profile,
+                                ready_ms=max(meta.created_ms, meta.run_at_ms))
     delay_ms = max(0, meta.run_at_ms - now_ms()) if meta.run_at_ms else 0
     delay = timedelta(milliseconds=delay_ms) if delay_ms else None
     priority = meta.priority or spec.priority
@@ -73,13 +77,13 @@ def build_task(streaq: Worker[Any], job_id: str, meta: JobMeta) -> Task[Any, Any
     # without it a job scheduled far ahead keeps its data for ever if it is lost.
     expire = timedelta(seconds=meta.ttl_s)
     if not spec.is_pipeline:
-        task = streaq.enqueue_unsafe(spec.name, **meta.data, **context)
+        task = streaq.enqueue_unsafe(spec.name, **meta.data, **first_context)
         task.parent.expire = expire
         task.id = job_id
         return task.start(delay=delay, priority=priority)
     first, *rest = spec.steps[meta.first_step:]
     step_ids = meta.step_ids
-    tail = streaq.enqueue_unsafe(first, **meta.data, **context)
+    tail = streaq.enqueue_unsafe(first, **meta.data, **first_context)
     tail.parent.expire = expire
     tail.id = step_ids[0]
     tail.start(delay=delay, priority=priority)
