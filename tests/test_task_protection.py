@@ -137,8 +137,8 @@ def test_the_keeper_counts_live_processes_renews_and_releases_on_stop(tmp_path: 
             mine.unlink()
             time.sleep(1.0)
             assert agent.is_protected()
-            parents.unlink()
             idle_since = time.time()
+            parents.unlink()
             wait_for(lambda: not agent.is_protected(), 5, "release")
             assert agent.accepted()[-1].at - idle_since >= 0.5
             # busy again, then the keeper stops (its workers have ended): released

@@ -156,7 +156,7 @@ class ProtectionKeeper:
         self.idle_seconds, self.poll_seconds = idle_seconds, poll_seconds
         self._covered_until = 0.0  # the agent confirmed protection until then (monotonic)
         self._held_until = 0.0  # protection may be held until then (an unanswered PUT too)
-        self._last_busy = -math.inf
+        self._idle_since: float | None = None  # the first look that found no job running
         self._failing: bool | None = None  # the action that failed last (None: none)
         self._retry_at = 0.0
         self._retry_delay = RETRY_FIRST_SECONDS
@@ -186,12 +186,16 @@ class ProtectionKeeper:
     def step(self, now: float) -> None:
         """One look at the state dir, and at most one request to the agent."""
         busy = any_busy(self.state_dir)
+        # Idle time counts from the first look that found the task idle, so the task has
+        # been idle at least idle_seconds when it is released.
         if busy:
-            self._last_busy = now
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = now
         if busy and self._covered_until - now < self.cover:
             want = True
-        elif not busy and self._held_until > now \
-                and now - self._last_busy >= self.idle_seconds:
+        elif self._idle_since is not None and self._held_until > now \
+                and now - self._idle_since >= self.idle_seconds:
             want = False
         else:
             return
