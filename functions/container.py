@@ -34,6 +34,7 @@ class Container:
     loop: PersistentLoop = field(default_factory=PersistentLoop)
     queue: JobQueue = field(init=False)
     _s3: S3Client | None = field(default=None, init=False)
+    _ecs: Any = field(default=None, init=False)
     _events: Any = field(default=None, init=False)
     _events_ready: bool = field(default=False, init=False)
 
@@ -48,6 +49,15 @@ class Container:
 
             self._s3 = s3_client(self.settings)
         return self._s3
+
+    @property
+    def ecs(self) -> Any:
+        """The ECS client, built on first use (queue_metrics only)."""
+        if self._ecs is None:
+            from shared.aws import ecs_client
+
+            self._ecs = ecs_client(self.settings)
+        return self._ecs
 
     @property
     def events(self) -> Any:

@@ -2,14 +2,19 @@
 
 Publishes, as CloudWatch EMF in namespace ``Offload`` with the one dimension ``queue``:
 
+- ``BacklogPerTask``: jobs waiting or running over the worker service's running ECS tasks
+  (DescribeServices ``runningCount``), rounded up: AWS Copilot's formula
+  (:mod:`shared.scaling`). With no task running it is all the jobs. Target tracking holds
+  it at ``TargetBacklogPerTask``;
 - ``QueueDepth``: queued jobs plus scheduled jobs already due;
 - ``OldestJobAgeSeconds``: how long the oldest of those has waited;
-- ``BacklogPerWorker``: ``depth / max(workers, 1)``, what target tracking holds steady;
-- ``RunningJobs`` and ``LiveWorkers`` (workers that announced themselves in the last 15 s:
-  :mod:`shared.queue.presence`), to explain it.
+- ``RunningJobs`` and ``LiveWorkers`` (worker processes that announced themselves in the
+  last 15 s: :mod:`shared.queue.presence`), to explain it.
 
-If Redis is down the invocation fails and no data point is published: the alarm sees
-missing data, never a fake zero that would scale the service in.
+Without an ECS service in the settings (the local stack) the machine's workers are one task
+while any is live. Redis is read with Streaq's counts and Offload's own keys, never a
+SCAN. If Redis or ECS fails the invocation fails and no data point is published: the
+alarms see missing data, never a fake zero that would scale the service in.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import container
 from functions.metrics import METRICS_NAMESPACE
+from shared.scaling import backlog_per_task, task_count
 
 SERVICE = "offload-queue-metrics"
 
@@ -37,13 +43,15 @@ metrics = Metrics(namespace=METRICS_NAMESPACE, service="")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = container.settings()
     stats = container.run(lambda q: q.stats())
-    backlog = stats.depth / max(stats.workers, 1)
-    metrics.add_dimension(name="queue", value=container.settings().queue_name)
+    tasks = task_count(settings, stats.workers, lambda: container.current().ecs)
+    backlog = backlog_per_task(stats.jobs, tasks)
+    metrics.add_dimension(name="queue", value=settings.queue_name)
+    metrics.add_metric(name="BacklogPerTask", unit=MetricUnit.Count, value=backlog)
     metrics.add_metric(name="QueueDepth", unit=MetricUnit.Count, value=stats.depth)
     metrics.add_metric(name="OldestJobAgeSeconds", unit=MetricUnit.Seconds,
                        value=stats.oldest_age_seconds)
-    metrics.add_metric(name="BacklogPerWorker", unit=MetricUnit.Count, value=backlog)
     metrics.add_metric(name="RunningJobs", unit=MetricUnit.Count, value=stats.running)
     metrics.add_metric(name="LiveWorkers", unit=MetricUnit.Count, value=stats.workers)
     summary = {
@@ -53,8 +61,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "scheduled": stats.scheduled,
         "running": stats.running,
         "workers": stats.workers,
+        "running_tasks": tasks,
         "oldest_age_seconds": stats.oldest_age_seconds,
-        "backlog_per_worker": backlog,
+        "backlog_per_task": backlog,
     }
     logger.info("queue stats", extra=summary)
     return summary

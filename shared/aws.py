@@ -64,5 +64,10 @@ def events_client(settings: AwsSettings) -> Any:
                           config=config)
 
 
+def ecs_client(settings: AwsSettings) -> Any:
+    """ECS: queue_metrics reads the worker service's running task count."""
+    return _client("ecs", settings)
+
+
 def secrets_client(settings: AwsSettings) -> SecretsManagerClient:
     return _client("secretsmanager", settings)  # type: ignore[no-any-return]

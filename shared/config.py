@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     # socket timeout): a silent Redis is noticed within this plus the socket timeout, and
     # the worker reconnects in place (worker/redis_watchdog.py).
     worker_redis_check_seconds: float = Field(default=5.0, gt=0)
+    # On ECS (ECS_AGENT_URI set), a worker task holds scale-in protection while any of its
+    # processes runs a job, and releases it once idle this long (worker/task_protection.py).
+    task_protection_idle_seconds: float = Field(default=10.0, gt=0)
+    # The ECS cluster and service of the workers: queue_metrics divides the jobs by the
+    # service's running tasks. Empty (the local stack): the machine's workers are one task.
+    worker_cluster: str = ""
+    worker_service: str = ""
 
     # AWS (an endpoint override points boto3 at moto's server locally)
     aws_region: str = "eu-west-1"

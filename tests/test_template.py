@@ -183,7 +183,8 @@ def _grants(role: dict[str, Any]) -> set[str]:
                          "events:PutEvents"}),
         ("S3EventsFunction", {"secretsmanager:GetSecretValue", "s3:GetObject", "sqs:SendMessage"}),
         ("SchedulerFunction", {"secretsmanager:GetSecretValue", "sqs:SendMessage"}),
-        ("QueueMetricsFunction", {"secretsmanager:GetSecretValue", "sqs:SendMessage"}),
+        ("QueueMetricsFunction", {"secretsmanager:GetSecretValue", "sqs:SendMessage",
+                                  "ecs:DescribeServices"}),
     ],
 )
 def test_each_function_is_granted_only_what_it_does(
@@ -219,6 +220,23 @@ def test_worker_roles_hold_no_wildcards_beyond_resourceless_actions() -> None:
         "StringEquals": {"ses:FromAddress": {"Ref": "SesSender"}}
     }
     assert task["ReadUploads"]["Action"] == "s3:GetObject"
+    # The ECS agent protects the task with the task role (worker/task_protection.py): the
+    # one ECS action, on this cluster's tasks only.
+    assert task["ProtectOwnTask"]["Action"] == "ecs:UpdateTaskProtection"
+    assert task["ProtectOwnTask"]["Resource"]["Fn::Sub"].endswith(":task/${Cluster}/*")
+    ecs_actions = {a for s in statements(worker["Resources"]["TaskRole"])
+                   for a in as_list(s["Action"]) if a.startswith("ecs:")}
+    assert ecs_actions == {"ecs:UpdateTaskProtection"}
+
+
+def test_queue_metrics_counts_the_worker_service_s_tasks(cfn: dict[str, Any]) -> None:
+    res = cfn["Resources"]
+    env = env_of(res["QueueMetricsFunction"])
+    assert env["OFFLOAD_WORKER_CLUSTER"] == {"Fn::GetAtt": ["WorkerStack", "Outputs.ClusterName"]}
+    assert env["OFFLOAD_WORKER_SERVICE"] == {"Fn::GetAtt": ["WorkerStack", "Outputs.ServiceName"]}
+    (describe,) = [s for s in statements(res["QueueMetricsFunctionRole"])
+                   if s["Action"] == "ecs:DescribeServices"]
+    assert describe["Resource"] == {"Fn::GetAtt": ["WorkerStack", "Outputs.ServiceArn"]}
 
 
 # --- functions ----------------------------------------------------------------------------
@@ -365,7 +383,7 @@ def test_schedules_enqueue_catalogue_jobs_with_valid_args(cfn: dict[str, Any]) -
 # --- workers and autoscaling -----------------------------------------------------------------
 
 
-def test_worker_service_scales_from_zero_on_backlog_per_worker() -> None:
+def test_worker_service_scales_from_zero_on_backlog_per_task() -> None:
     worker = load("infra/worker.yaml")["Resources"]
     target = worker["ScalableTarget"]["Properties"]
     assert target["MinCapacity"] == {"Fn::If": ["HasImage", {"Ref": "WorkerMinCount"}, 0]}
@@ -373,10 +391,10 @@ def test_worker_service_scales_from_zero_on_backlog_per_worker() -> None:
     tracking = worker["BacklogTargetTracking"]["Properties"]
     assert tracking["PolicyType"] == "TargetTrackingScaling"
     config = tracking["TargetTrackingScalingPolicyConfiguration"]
-    assert config["TargetValue"] == {"Ref": "TargetBacklogPerWorker"}
+    assert config["TargetValue"] == {"Ref": "TargetBacklogPerTask"}
     assert config["CustomizedMetricSpecification"] == {
         "Namespace": "Offload",
-        "MetricName": "BacklogPerWorker",
+        "MetricName": "BacklogPerTask",
         "Dimensions": [{"Name": "queue", "Value": {"Ref": "QueueName"}}],
         "Statistic": "Average",
     }
@@ -389,24 +407,32 @@ def test_worker_service_scales_from_zero_on_backlog_per_worker() -> None:
     assert alarm["AlarmActions"] == [{"Ref": "WakeFromZeroPolicy"}]
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
     metrics = {m["Id"]: m for m in alarm["Metrics"]}
-    depth = metrics["depth"]["MetricStat"]["Metric"]
-    assert (depth["Namespace"], depth["MetricName"]) == ("Offload", "QueueDepth")
-    assert "depth > 0" in metrics["wake"]["Expression"]
+    # Waiting or running jobs wake it: with no task running, the metric is all the jobs.
+    backlog = metrics["backlog"]["MetricStat"]["Metric"]
+    assert (backlog["Namespace"], backlog["MetricName"]) == ("Offload", "BacklogPerTask")
+    assert backlog["Dimensions"] == [{"Name": "queue", "Value": {"Ref": "QueueName"}}]
+    assert "backlog > 0" in metrics["wake"]["Expression"]
+    assert "FILL(desired, 0) == 0" in metrics["wake"]["Expression"]
 
 
 def test_worker_count_defaults_to_zero_and_template_passes_it_through(cfn: dict[str, Any]) -> None:
     assert cfn["Parameters"]["WorkerMinCount"]["Default"] == 0
     params = cfn["Resources"]["WorkerStack"]["Properties"]["Parameters"]
     assert params["WorkerMinCount"] == {"Ref": "WorkerMinCount"}
-    assert params["TargetBacklogPerWorker"] == {"Ref": "TargetBacklogPerWorker"}
+    assert params["TargetBacklogPerTask"] == {"Ref": "TargetBacklogPerTask"}
 
 
 def test_metric_names_match_what_queue_metrics_publishes() -> None:
     source = (ROOT / "functions" / "queue_metrics.py").read_text()
     namespace = (ROOT / "functions" / "metrics.py").read_text()
     assert 'METRICS_NAMESPACE = "Offload"' in namespace
-    for metric in ("QueueDepth", "OldestJobAgeSeconds", "BacklogPerWorker"):
+    for metric in ("QueueDepth", "OldestJobAgeSeconds", "BacklogPerTask"):
         assert f'name="{metric}"' in source, metric
+    # Every Offload metric the worker stack reads is one queue_metrics publishes.
+    worker = json.dumps(load("infra/worker.yaml")["Resources"])
+    read = set(re.findall(r'"Namespace": "Offload", "MetricName": "(\w+)"', worker))
+    assert read == {"BacklogPerTask"}
+    assert all(f'name="{metric}"' in source for metric in read)
     assert 'add_dimension(name="queue"' in source
 
 
@@ -487,7 +513,8 @@ def test_network_has_s3_gateway_and_the_interface_endpoints() -> None:
                  for r in net.values() if r["Type"] == "AWS::EC2::VPCEndpoint"}
     assert endpoints == {"s3": "Gateway", "logs": "Interface", "monitoring": "Interface",
                          "secretsmanager": "Interface", "email": "Interface",
-                         "ecr.api": "Interface", "ecr.dkr": "Interface"}
+                         "ecr.api": "Interface", "ecr.dkr": "Interface",
+                         "ecs": "Interface"}
     assert net["NatGateway"]["Condition"] == "MakeNat"
     assert net["LogsEndpoint"]["Condition"] == "MakeEndpoints"
 
@@ -532,7 +559,7 @@ def test_alarms_cover_dlq_job_age_task_failures_and_api_errors() -> None:
 
 # Metrics in the Offload namespace and who publishes them: queue_metrics (functions/), the
 # worker's EMF (worker/job_metrics.py), the task-failure metric filter (infra/alarms.yaml).
-QUEUE_METRICS = ("QueueDepth", "OldestJobAgeSeconds", "BacklogPerWorker", "RunningJobs",
+QUEUE_METRICS = ("QueueDepth", "OldestJobAgeSeconds", "BacklogPerTask", "RunningJobs",
                  "LiveWorkers")
 # AWS metrics the alarms and dashboard may read, with the dimensions they may use.
 AWS_METRICS = {

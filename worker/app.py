@@ -9,7 +9,7 @@ import gc
 import importlib
 import logging
 import pkgutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from worker.job_metrics import JobMetrics
 from worker.redelivery import release_unstarted, set_prefetch
 from worker.redis_watchdog import redis_options
 from worker.retry_policy import RetryPolicy
+from worker.running_jobs import RunningJobs
 from worker.tasks.base import JobImpl
 
 log = logging.getLogger("offload.worker")
@@ -52,8 +53,12 @@ def load_task_modules() -> dict[str, JobImpl]:
 
 def build_worker(settings: Settings, *, worker_id: str | None = None,
                  concurrency: int | None = None,
-                 freeze_after_start: bool = False) -> Worker[WorkerContext]:
+                 freeze_after_start: bool = False,
+                 on_busy: Callable[[bool], None] | None = None) -> Worker[WorkerContext]:
     """A worker for ``settings`` with every catalogue task registered.
+
+    ``on_busy`` is told True when the worker's first running job starts and False when its
+    last one ends (:class:`worker.task_protection.BusyMarker`, on ECS).
 
     ``freeze_after_start`` (for a process that runs nothing but this worker, as
     ``offload worker`` does): once the lifespan has opened the job clients, everything
@@ -119,6 +124,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         _emitter(settings),
         metrics,
     )
+    RunningJobs.of(worker).on_busy = on_busy
     logging.getLogger("streaq").addFilter(QUIET_DEFERRALS)
     return worker
 

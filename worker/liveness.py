@@ -40,6 +40,8 @@ class StateFiles:
     def __init__(self, state_dir: Path, pid: int) -> None:
         self.id_file = state_dir / f"{pid}.id"
         self.beat_file = state_dir / f"{pid}.beat"
+        # Present while the process runs a job (on ECS only: worker/task_protection.py).
+        self.busy_file = state_dir / f"{pid}.busy"
 
     def write(self, worker_id: str) -> None:
         self.id_file.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +51,7 @@ class StateFiles:
     def remove(self) -> None:
         self.id_file.unlink(missing_ok=True)
         self.beat_file.unlink(missing_ok=True)
+        self.busy_file.unlink(missing_ok=True)
 
 
 def forget_dead(state_dir: Path) -> None:

@@ -2,7 +2,9 @@
 
 Each worker process records itself in the state dir and keeps a heartbeat file fresh
 (:mod:`worker.liveness`); the health check (the container's HEALTHCHECK) reads them.
-Children of ``--processes N`` die with their parent.
+Children of ``--processes N`` die with their parent. On ECS, each process also marks itself
+busy there while it runs a job, and the task's one keeper (the parent, or the only process)
+holds the task's scale-in protection meanwhile (:mod:`worker.task_protection`).
 """
 
 from __future__ import annotations
@@ -111,20 +113,23 @@ def serve_process(settings: Settings, options: ProcessOptions) -> None:
 
     from worker.app import build_worker
     from worker.redis_watchdog import supervise
+    from worker.task_protection import BusyMarker, agent_uri, protected_while_busy
 
     _configure_logging(options.verbose)
     worker_id = f"{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    files = StateFiles(options.state_dir, os.getpid())
+    # One marker for the process: it outlives the workers rebuilt after a Redis fault.
+    busy = BusyMarker(files.busy_file) if agent_uri() else None
 
     def build() -> Worker[Any]:
         # The same id each time the supervisor starts the worker again after a Redis
         # fault: the state file names it.
         worker = build_worker(settings, worker_id=worker_id, concurrency=options.concurrency,
-                              freeze_after_start=True)
+                              freeze_after_start=True, on_busy=busy)
         worker.burst = options.burst
         return worker
 
     build()  # fail fast on a broken catalogue, before writing the state file
-    files = StateFiles(options.state_dir, os.getpid())
 
     async def serve() -> None:
         async with anyio.create_task_group() as tg:
@@ -135,7 +140,11 @@ def serve_process(settings: Settings, options: ProcessOptions) -> None:
     forget_dead(options.state_dir)
     files.write(worker_id)
     try:
-        anyio.run(serve)
+        if options.parent_pid is None:  # the task's only process keeps its protection
+            with protected_while_busy(settings, options.state_dir):
+                anyio.run(serve)
+        else:
+            anyio.run(serve)
     finally:
         files.remove()
     log.info("worker %s stopped", worker_id)
@@ -148,22 +157,27 @@ def run_workers(processes: int, concurrency: int | None, *, state_dir: Path = DE
     if processes <= 1:
         run_one(settings, concurrency, state_dir, verbose, burst)
         return 0
+    from worker.task_protection import protected_while_busy
+
+    _configure_logging(verbose)
     options = ProcessOptions(concurrency, state_dir, verbose, burst, parent_pid=os.getpid())
     ctx = multiprocessing.get_context("spawn")
     children = [
         ctx.Process(target=run_child, args=(settings, options), name=f"offload-worker-{i}")
         for i in range(processes)
     ]
-    for child in children:
-        child.start()
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
             if child.pid and child.is_alive():
                 os.kill(child.pid, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
+    # The parent keeps the task's protection for all its children (they mark themselves busy).
+    with protected_while_busy(settings, state_dir):
+        for child in children:
+            child.start()
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        for child in children:
+            child.join()
     return max((child.exitcode or 0) for child in children)

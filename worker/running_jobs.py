@@ -8,7 +8,9 @@ and return (or raise) the same: the job's code runs once, and Streaq finishes bo
 of the message with one outcome.
 
 The registry also holds each running job's cancel scope, so the Redis watchdog can give
-every job in flight the grace period when Redis fails (:meth:`RunningJobs.cut_short_at`).
+every job in flight the grace period when Redis fails (:meth:`RunningJobs.cut_short_at`),
+and tells :attr:`RunningJobs.on_busy` when the worker goes from idle to busy and back (ECS
+task scale-in protection, :mod:`worker.task_protection`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class RunningJobs:
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobRun] = {}
+        # Called with True when the first job starts and False when the last one ends.
+        self.on_busy: Callable[[bool], None] | None = None
 
     @classmethod
     def of(cls, worker: Any) -> RunningJobs:
@@ -76,6 +80,8 @@ class RunningJobs:
             result: T = await first.outcome()
             return result
         run = self.jobs[task_id] = JobRun()
+        if len(self.jobs) == 1 and self.on_busy is not None:
+            self.on_busy(True)
         try:
             run.value = await call(run)
             return run.value  # type: ignore[no-any-return]
@@ -85,6 +91,8 @@ class RunningJobs:
         finally:
             del self.jobs[task_id]
             run.ended.set()
+            if not self.jobs and self.on_busy is not None:
+                self.on_busy(False)
 
     def cut_short_at(self, deadline: float) -> int:
         """Cancel every running job at ``deadline`` (anyio time) at the latest; how many."""

@@ -41,6 +41,11 @@ class QueueStats:
     def depth(self) -> int:
         return self.queued + self.due_scheduled
 
+    @property
+    def jobs(self) -> int:
+        """The work the workers have: jobs waiting (``depth``) or running."""
+        return self.depth + self.running
+
 
 def _ms(moment: datetime | None) -> int | None:
     return round(moment.timestamp() * 1000) if moment is not None else None
