@@ -58,7 +58,8 @@ def openapi_json() -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
+# Responses carry presigned URLs and POST fields, job inputs and results: none go to X-Ray.
+@tracer.capture_lambda_handler(capture_response=False)
 @refuse_unreadable_requests
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -447,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         rehearsal.setup()
         ssm = rehearsal.client("ssm")
         ssm.put_parameter(Name="/offload/prod/worker-image-tag", Type="String", Value="none")
-        params = {"SesSender": "jobs@example.com", "AlarmEmail": "ops@example.com"}
+        params = {"SesSender": "jobs@example.com", "AlarmEmail": "ops@example.com",
+                  "PasswordResetUrlBase": "https://app.example.com/reset?token=",
+                  "FetchAllowedHosts": "api.example.com"}
         for step in ("first deploy (no image)", "deploy with an image tag"):
             if step != "first deploy (no image)":
                 ssm.put_parameter(Name="/offload/prod/worker-image-tag", Type="String",

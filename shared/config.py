@@ -156,6 +156,29 @@ class Settings(BaseSettings):
         return self
 
 
+# Hosts of the documentation examples (RFC 2606): a URL on one of them was never configured.
+EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Why ``settings`` must not run a production worker: example values still in place."""
+    from urllib.parse import urlsplit
+
+    if settings.env != "production":
+        return []
+    problems = []
+    host = (urlsplit(settings.password_reset_url_base).hostname or "").lower()
+    if not host or any(host == d or host.endswith("." + d) for d in EXAMPLE_DOMAINS):
+        problems.append(
+            f"OFFLOAD_PASSWORD_RESET_URL_BASE is {settings.password_reset_url_base!r}: "
+            "set your app's reset page (template parameter PasswordResetUrlBase)")
+    if not settings.fetch_allowed_hosts:
+        problems.append(
+            "OFFLOAD_FETCH_ALLOWED_HOSTS is empty, so fetch jobs and webhooks can reach no "
+            "host: list the hosts they may call (template parameter FetchAllowedHosts)")
+    return problems
+
+
 def resolve_secrets(settings: Settings) -> Settings:
     """Replace ``*_secret_arn`` settings by the secrets' values (one GetSecretValue each),
     then validate the result as if the values had been given directly."""

@@ -76,12 +76,15 @@ async def close_db(client: Any) -> None:
 def _server_client(settings: Settings) -> Any:
     from pymongo import AsyncMongoClient
 
-    # tz_aware: datetimes come back UTC-aware, as the models store them.
+    # tz_aware: datetimes come back UTC-aware, as the models store them. Reads from the
+    # primary whatever the URI says: a pipeline step must see what the step before wrote
+    # (a lagging replica made notify_order miss the order process_order had just saved).
     return AsyncMongoClient(
         settings.mongodb_uri,
         serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
         tz_aware=True,
         appname="offload",
+        readPreference="primary",
     )
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -56,3 +61,36 @@ def test_secret_arns_resolve_to_values_and_are_validated(moto_endpoint: str) -> 
 def test_no_arns_means_no_secrets_manager_call() -> None:
     s = Settings(aws_endpoint_url="http://127.0.0.1:1")  # unreachable: a call would fail
     assert resolve_secrets(s) is s
+
+
+def test_production_workers_refuse_example_values() -> None:
+    from shared.config import production_problems
+
+    strong = "x" * 40
+    defaults = Settings(env="production", signing_secret=strong)
+    problems = production_problems(defaults)
+    assert len(problems) == 2
+    assert "OFFLOAD_PASSWORD_RESET_URL_BASE" in problems[0]
+    assert "OFFLOAD_FETCH_ALLOWED_HOSTS" in problems[1]
+    (other,) = production_problems(defaults.model_copy(update={
+        "password_reset_url_base": "https://shop.example.org/reset?t=",
+        "fetch_allowed_hosts": ("api.partner.com",)}))
+    assert "shop.example.org" in other
+    configured = defaults.model_copy(update={
+        "password_reset_url_base": "https://app.acme.io/reset?token=",
+        "fetch_allowed_hosts": ("api.partner.com",)})
+    assert production_problems(configured) == []
+    # Development keeps its working defaults.
+    assert production_problems(Settings()) == []
+
+
+def test_a_production_worker_with_example_values_exits_with_the_reasons(
+        tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "OFFLOAD_ENV": "production",
+           "OFFLOAD_SIGNING_SECRET": "x" * 40, "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "offload.cli", "worker", "--state-dir",
+                           str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode != 0
+    assert "refusing to start in production" in done.stderr
+    assert "PasswordResetUrlBase" in done.stderr and "FetchAllowedHosts" in done.stderr

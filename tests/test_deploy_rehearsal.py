@@ -75,8 +75,10 @@ def run_push(rehearsal: Rehearsal, aws_bin: Path, *args: str) -> subprocess.Comp
 
 def guided_answers(transformed: dict[str, Any]) -> dict[str, str]:
     """What ``sam deploy --guided`` saves in samconfig.toml when every default is taken."""
-    return parameter_values(transformed, {"SesSender": "jobs@example.com",
-                                          "AlarmEmail": "ops@example.com"})
+    return parameter_values(transformed, {
+        "SesSender": "jobs@example.com", "AlarmEmail": "ops@example.com",
+        "PasswordResetUrlBase": "https://app.example.com/reset?token=",
+        "FetchAllowedHosts": "api.example.com,*.partner.example.com"})
 
 
 def worker_image(rehearsal: Rehearsal) -> tuple[str, int]:

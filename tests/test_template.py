@@ -275,6 +275,7 @@ def test_environment_wires_queue_buckets_and_secrets(cfn: dict[str, Any]) -> Non
         assert env["OFFLOAD_SES_SENDER"] == {"Ref": "SesSender"}
         assert env["OFFLOAD_REPLICA_WAIT_MS"] == {"Ref": "ReplicaWaitMs"}
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Offload"
+        assert env["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
         # Lambdas never open MongoDB, so they never see its URI.
         assert not [k for k in env if "MONGO" in k], name
     assert worker_params["UploadsBucketName"] == {"Ref": "UploadsBucket"}

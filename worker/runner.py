@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.config import Settings, get_settings
+from shared.config import Settings, get_settings, production_problems
 from worker.liveness import (
     StateFiles,
     check_health,
@@ -154,6 +154,9 @@ def run_workers(processes: int, concurrency: int | None, *, state_dir: Path = DE
                 verbose: bool = False, burst: bool = False) -> int:
     """Run ``processes`` worker processes; forward SIGTERM/SIGINT; exit when all have."""
     settings = get_settings()
+    if problems := production_problems(settings):
+        raise SystemExit("offload worker: refusing to start in production:\n  - "
+                         + "\n  - ".join(problems))
     if processes <= 1:
         run_one(settings, concurrency, state_dir, verbose, burst)
         return 0
