@@ -8,13 +8,16 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, TypeVar
 
-from streaq import Worker
+from streaq import StreaqError, Worker
 
 from shared.config import Settings
 from shared.errors import QueueUnavailable
 from shared.queue import wire
 
 T = TypeVar("T")
+
+# How long a call that failed like a dead pool waits for the holder to finish exiting.
+POOL_EXIT_GRACE_SECONDS = 0.5
 
 
 def make_streaq(settings: Settings, **worker_kwargs: Any) -> Worker[Any]:
@@ -56,20 +59,25 @@ class Connection:
         self.settings = settings
         self.streaq = client_streaq(settings)
         self._holder: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
         self._stop: asyncio.Event | None = None
 
     async def connect(self) -> None:
-        """Connect (idempotent)."""
-        if self._holder is not None and not self._holder.done():
-            return
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._stop = asyncio.Event()
-        self._holder = asyncio.create_task(self._hold(ready, self._stop))
+        """Connect (idempotent). Concurrent callers share one connection attempt and all
+        wait until it is ready."""
+        if self._holder is None or self._holder.done():
+            self._ready = asyncio.get_running_loop().create_future()
+            self._stop = asyncio.Event()
+            self._holder = asyncio.create_task(self._hold(self._ready, self._stop))
+        holder, ready = self._holder, self._ready
+        assert ready is not None
         try:
-            await ready
+            await asyncio.shield(ready)  # one caller cancelled must not cancel the others
+        except asyncio.CancelledError:
+            raise
         except BaseException as exc:
-            holder, self._holder = self._holder, None
-            if holder is not None:
+            if self._holder is holder:
+                self._holder = None
                 with suppress(BaseException):
                     await holder  # collect its (same) exception: no "never retrieved" warning
             raise QueueUnavailable(f"cannot connect to Redis: {exc}") from exc
@@ -87,28 +95,51 @@ class Connection:
             raise
 
     async def aclose(self) -> None:
-        if self._holder is None:
-            return
-        holder, self._holder = self._holder, None
-        if self._stop is not None:
-            self._stop.set()
-        try:
-            await asyncio.wait_for(holder, timeout=5)
-        except (TimeoutError, Exception):
-            holder.cancel()
+        await self._release()
 
     async def reset(self) -> None:
-        """Drop the connection (after a SnapStart restore, or a Redis failover)."""
-        await self.aclose()
-        self.streaq = client_streaq(self.settings)
+        """Drop the connection (after a SnapStart restore, or a Redis failover). Callers
+        from now on connect a fresh client; the old one closes meanwhile."""
+        streaq = client_streaq(self.settings)
+        release = self._release()
+        self.streaq = streaq
+        await release
+
+    def _release(self) -> Awaitable[None]:
+        """Detach the current holder at once; the awaitable stops it."""
+        holder, stop = self._holder, self._stop
+        self._holder = self._ready = self._stop = None
+
+        async def stopped() -> None:
+            if holder is None:
+                return
+            if stop is not None:
+                stop.set()
+            try:
+                await asyncio.wait_for(holder, timeout=5)
+            except (TimeoutError, Exception):
+                holder.cancel()
+
+        return stopped()
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn`` against Redis; connection faults become :class:`QueueUnavailable`."""
         from coredis.exceptions import ConnectionError as RedisConnectionError
 
         await self.connect()
+        holder = self._holder
         try:
             return await fn()
         except (RedisConnectionError, OSError, TimeoutError) as exc:
             await self.reset()
             raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+        except (StreaqError, RuntimeError) as exc:
+            # A call racing the pool's death gets Streaq's "not initialized" or coredis'
+            # "pool has exited" while the holder is still unwinding: give it a moment.
+            if holder is not None:
+                await asyncio.wait({holder}, timeout=POOL_EXIT_GRACE_SECONDS)
+            if holder is None or not holder.done():
+                raise
+            if self._holder is holder:
+                await self.reset()
+            raise QueueUnavailable(f"the connection to Redis was lost: {exc}") from exc
