@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # At most this many running jobs per owner across all workers (worker/fair_share.py);
     # 0: no limit.
     owner_concurrency: int = Field(default=8, ge=0)
+    # An owner with this many unfinished jobs has the next ones enqueued at the lowest
+    # priority, so a flood waits behind other owners' work instead of in front of it
+    # (counted by the enqueue quota's own read, shared/limits.py); 0: never.
+    fair_share_demote_after: int = Field(default=32, ge=0)
     # Job events (shared/job_events.py): an EventBridge bus name, or a JSON-lines file (the
     # dev stack); neither: off.
     job_events_bus: str = ""

@@ -26,31 +26,34 @@ from shared.jobs import RESERVED_OWNERS
 from shared.queue.keys import Keys, now_ms
 
 # One round trip: refill and spend the bucket, then count unfinished jobs.
-# Returns {verdict, remaining, retry_after_ms}: 0 admitted, 1 over the rate, 2 too many jobs.
+# Returns {verdict, remaining, retry_after_ms, unfinished}: 0 admitted, 1 over the rate,
+# 2 too many jobs; the owner's unfinished jobs are counted when ARGV[5] asks for them.
 _ADMIT = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local max_unfinished = tonumber(ARGV[4])
+local count_open = tonumber(ARGV[5])
 local tokens = burst
 local stamp = now
+local open = 0
 if rate > 0 then
   local state = redis.call('HMGET', KEYS[1], 't', 's')
   if state[1] then
     tokens = math.min(burst, tonumber(state[1]) + (now - tonumber(state[2])) * rate / 1000)
   end
   if tokens < 1 then
-    return {1, 0, math.ceil((1 - tokens) * 1000 / rate)}
+    return {1, 0, math.ceil((1 - tokens) * 1000 / rate), 0}
   end
 end
-if max_unfinished > 0 then
+if max_unfinished > 0 or count_open > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local open = redis.call('ZCARD', KEYS[2])
-  if open >= max_unfinished then
+  open = redis.call('ZCARD', KEYS[2])
+  if max_unfinished > 0 and open >= max_unfinished then
     local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     local wait = 1000
     if first[2] then wait = math.max(1000, tonumber(first[2]) - now) end
-    return {2, 0, math.min(wait, 60000)}
+    return {2, 0, math.min(wait, 60000), open}
   end
 end
 if rate > 0 then
@@ -58,7 +61,7 @@ if rate > 0 then
   redis.call('HSET', KEYS[1], 't', tostring(tokens), 's', tostring(stamp))
   redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 end
-return {0, math.floor(tokens), 0}
+return {0, math.floor(tokens), 0, open}
 """
 
 # Take a long-poll lease unless the owner holds ``max`` live ones: {taken, held}.
@@ -101,6 +104,16 @@ def limited(owner: str) -> bool:
     return owner not in RESERVED_OWNERS
 
 
+def fair_priority(settings: Settings, unfinished: int, requested: str | None) -> str | None:
+    """The priority to enqueue at: the lowest once the owner has
+    ``fair_share_demote_after`` unfinished jobs (a flood waits behind everyone else's
+    work, its own order kept), else what was asked for (None: the job's default)."""
+    demote_after = settings.fair_share_demote_after
+    if demote_after > 0 and unfinished >= demote_after:
+        return settings.priorities[0]
+    return requested
+
+
 @dataclass
 class Limits:
     """The owner quotas of one queue, for one Redis client (coredis)."""
@@ -119,16 +132,19 @@ class Limits:
             if s.limit_enqueue_per_second > 0 else 1
         return f'"enqueue";q={s.limit_enqueue_burst};w={window}'
 
-    async def admit(self, owner: str) -> None:
+    async def admit(self, owner: str) -> int:
         """Spend one enqueue token of ``owner`` and check their unfinished jobs; RateLimited
-        when either is spent."""
+        when either is spent. Returns how many unfinished jobs the owner has (0 when
+        neither the quota nor fair share's demotion needs the count)."""
         s = self.settings
-        if not limited(owner) or (s.limit_enqueue_per_second <= 0 and s.limit_unfinished_jobs <= 0):
-            return
-        verdict, remaining, wait_ms = await self._admit(
+        demoting = s.fair_share_demote_after > 0
+        if not limited(owner) or (s.limit_enqueue_per_second <= 0
+                                  and s.limit_unfinished_jobs <= 0 and not demoting):
+            return 0
+        verdict, remaining, wait_ms, unfinished = await self._admit(
             keys=[_bucket_key(self.keys, owner), self.keys.unfinished(owner)],
             args=[s.limit_enqueue_per_second, s.limit_enqueue_burst, now_ms(),
-                  s.limit_unfinished_jobs])
+                  s.limit_unfinished_jobs, int(demoting)])
         retry_after = max(1, math.ceil(int(wait_ms) / 1000))
         if int(verdict) == 1:
             raise RateLimited(
@@ -140,6 +156,7 @@ class Limits:
                 f"too many unfinished jobs: at most {s.limit_unfinished_jobs} queued, "
                 f"scheduled or running at once; retry after {retry_after} s",
                 retry_after, f'"unfinished";q={s.limit_unfinished_jobs};w=1', "unfinished")
+        return int(unfinished)
 
     async def lease_long_poll(self, owner: str, seconds: float) -> str | None:
         """A lease on one of ``owner``'s long-polls for ``seconds`` (None: unlimited);

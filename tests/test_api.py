@@ -855,3 +855,22 @@ def test_a_replay_links_to_the_job_it_replays_and_shows_its_own_input(api: Api) 
     theirs = api("POST", "/jobs/generate_sales_report", body=REPORT, sub="someone-else").json["id"]
     refused = api("POST", "/jobs/generate_sales_report", body=edited, query={"replay_of": theirs})
     assert_error(refused, 404, "not_found")
+
+
+def test_a_callers_flood_is_enqueued_at_the_lowest_priority_after_the_threshold(
+        settings: Settings) -> None:
+    demoting = settings.model_copy(update={"fair_share_demote_after": 2})
+    box = LambdaContainer(demoting)
+    try:
+        api = Api(box)
+        flood = [api("POST", "/jobs/generate_sales_report", body=REPORT,
+                     query={"priority": "high"}) for _ in range(4)]
+        other = api("POST", "/jobs/generate_sales_report", body=REPORT, sub="someone-else",
+                    query={"priority": "high"})
+        waiting = box.queue(lambda q: q.queued_by_priority())
+    finally:
+        box.close()
+    assert [r.status for r in flood] == [202] * 4 and other.status == 202
+    # THEN the caller's first two kept their priority, the rest wait behind everyone's
+    # work; another caller is not affected
+    assert waiting == {"low": 2, "normal": 0, "high": 3}

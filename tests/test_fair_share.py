@@ -15,6 +15,7 @@ from streaq import Worker
 
 from shared.config import Settings
 from shared.jobs import CONTEXT_KWARG
+from shared.queue.connection import client_streaq
 from worker.app import build_worker
 from worker.retry_policy import current_job
 
@@ -101,3 +102,30 @@ async def test_waiting_for_a_slot_is_not_a_try(settings: Settings, mongo: Any) -
     # THEN the one-try job waited (deferred several times) and then ran, and succeeded
     assert result.success, result
     assert int(deferred or 0) >= 2
+
+
+@pytest.mark.parametrize("demoted", [True, False])
+async def test_a_demoted_flood_starts_after_another_owners_jobs(
+        settings: Settings, mongo: Any, demoted: bool) -> None:
+    # The order property demotion relies on: a worker reads higher priorities first, so a
+    # flood enqueued at the lowest priority (shared.limits.fair_priority) waits behind
+    # another owner's job enqueued after it.
+    worker = build_worker(settings.model_copy(update={"owner_concurrency": 0}),
+                          concurrency=1)
+    probe = Probe(worker, seconds=0.01)
+    tasks = []
+    # Everything waits before the worker starts, enqueued by a client as the API would.
+    async with client_streaq(settings) as client:
+        for i in range(6):
+            priority = "low" if demoted and i >= 2 else "normal"
+            tasks.append(await client.enqueue_unsafe(
+                "fair_probe", f"a{i}", **{CONTEXT_KWARG: {"owner": "tenant-a"}}
+            ).start(priority=priority))
+        tasks.append(await client.enqueue_unsafe(
+            "fair_probe", "b0", **{CONTEXT_KWARG: {"owner": "tenant-b"}}
+        ).start(priority="normal"))
+        async with running(worker):
+            results = await finish(tasks)
+    assert all(r.success for r in results)
+    b_at = probe.starts.index("tenant-b")
+    assert b_at == (2 if demoted else 6), probe.starts

@@ -86,3 +86,27 @@ async def test_system_jobs_and_disabled_limits_are_never_refused(settings: Setti
     async with JobQueue(tight(settings)) as queue:
         for _ in range(50):
             await queue.admit("ada")
+
+
+async def test_admit_counts_unfinished_jobs_and_a_flood_is_demoted(settings: Settings) -> None:
+    from shared.limits import fair_priority
+
+    s = tight(settings, fair_share_demote_after=2)
+    counts, priorities = [], []
+    async with JobQueue(s) as queue:
+        for _ in range(4):
+            unfinished = await queue.admit("ada")
+            priority = fair_priority(s, unfinished, "normal")
+            await queue.enqueue("generate_sales_report", REPORT, owner="ada", priority=priority)
+            counts.append(unfinished)
+            priorities.append(priority)
+        assert await queue.admit("bob") == 0
+        waiting = await queue.queued_by_priority()
+    assert counts == [0, 1, 2, 3]
+    assert priorities == ["normal", "normal", "low", "low"]
+    assert waiting == {"low": 2, "normal": 2, "high": 0}
+    # Off: nothing is counted or demoted.
+    off = tight(settings, fair_share_demote_after=0)
+    assert fair_priority(off, 10_000, "high") == "high"
+    async with JobQueue(off) as queue:
+        assert await queue.admit("ada") == 0

@@ -29,6 +29,7 @@ from shared.api_models import (
 from shared.errors import Forbidden, NotFound, ValidationFailed
 from shared.job_events import detail, publish_now
 from shared.jobs import CATALOGUE
+from shared.limits import fair_priority
 from shared.queue import EnqueuedJob, JobView
 from shared.queue.client import MAX_DELAY_SECONDS
 
@@ -104,8 +105,9 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
     if not spec.http_enqueueable:
         raise Forbidden(f"job {name!r} cannot be enqueued over HTTP")
     check_job_role(spec, roles)
-    container.run(lambda q: q.admit(owner))
     _check_schedule(delay_seconds, run_at, priority)
+    unfinished = container.run(lambda q: q.admit(owner))
+    priority = fair_priority(container.settings(), unfinished, priority)
     job = container.run(
         lambda q: q.enqueue(
             name,

@@ -228,8 +228,11 @@ class JobQueue:
 
     def _unfinished_until(self, spec: JobSpec, owner: str, meta: JobMeta) -> int:
         """The latest time the job could still be unfinished: its start, then every try of
-        every task at its timeout plus the longest backoff (0: owner not limited)."""
-        if self.settings.limit_unfinished_jobs <= 0 or owner in RESERVED_OWNERS:
+        every task at its timeout plus the longest backoff (0: not counted, because neither
+        the unfinished-jobs quota nor fair share's demotion needs it, or a system job)."""
+        s = self.settings
+        counted = s.limit_unfinished_jobs > 0 or s.fair_share_demote_after > 0
+        if not counted or owner in RESERVED_OWNERS:
             return 0
         tasks = ([CATALOGUE[step] for step in spec.steps[meta.first_step:]]
                  if spec.is_pipeline else [spec])
@@ -509,9 +512,11 @@ class JobQueue:
 
         return Limits(self.redis, self.keys, self.settings)
 
-    async def admit(self, owner: str) -> None:
-        """Spend one of ``owner``'s enqueues and check their unfinished jobs (RateLimited)."""
-        await self._conn.call(lambda: self._limits().admit(owner))
+    async def admit(self, owner: str) -> int:
+        """Spend one of ``owner``'s enqueues and check their unfinished jobs (RateLimited);
+        how many unfinished jobs they have (see ``shared.limits.fair_priority``)."""
+        unfinished: int = await self._conn.call(lambda: self._limits().admit(owner))
+        return unfinished
 
     async def lease_long_poll(self, owner: str, seconds: float) -> str | None:
         """One of ``owner``'s concurrent long-polls for ``seconds`` (RateLimited)."""
