@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.integration.procs import reply, serving
 
 STATE_PATH = "/task-protection/v1/state"
 TASK_ARN = "arn:aws:ecs:xx-offline-1:000000000000:task/offload-test/0123456789abcdef"
@@ -105,12 +107,7 @@ def _handler(agent: Agent, path: str) -> type[BaseHTTPRequestHandler]:
                 return self._reply(200, {"protection": agent.protection()})
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply(self, status, json.dumps(body).encode(), "application/json")
 
         def log_message(self, *args: object) -> None:
             return
@@ -124,12 +121,5 @@ def ecs_agent(fail: bool = False) -> Iterator[tuple[str, Agent]]:
     a container id in its path, like the real one) and the agent's state."""
     agent = Agent(fail=fail)
     base = "/api/0123456789abcdef-1234567890"
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(agent, base + STATE_PATH))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}{base}", agent
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(agent, base + STATE_PATH)) as url:
+        yield url + base, agent

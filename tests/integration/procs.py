@@ -115,26 +115,38 @@ class SlowHandler(BaseHTTPRequestHandler):
             self.hits[self.path] = self.hits.get(self.path, 0) + 1
         seconds = float(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/slow/") else 0
         time.sleep(seconds)
-        body = f"slept {seconds}s for {self.path}\n".encode()
-        self.send_response(200)
-        self.send_header("content-type", "text/plain")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply(self, 200, f"slept {seconds}s for {self.path}\n".encode(), "text/plain")
 
     def log_message(self, *args: object) -> None:
         return
 
 
 @contextmanager
-def slow_server() -> Iterator[tuple[str, type[SlowHandler]]]:
-    """A local HTTP server on 127.0.0.1 (allow-listed in the test settings)."""
-    handler = type("Handler", (SlowHandler,), {"hits": {}, "lock": threading.Lock()})
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on a free 127.0.0.1 port from a thread for the block; its URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:
+    """Answer ``handler``'s request with ``body``."""
+    handler.send_response(status)
+    handler.send_header("content-type", content_type)
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@contextmanager
+def slow_server() -> Iterator[tuple[str, type[SlowHandler]]]:
+    """A local HTTP server on 127.0.0.1 (allow-listed in the test settings)."""
+    handler = type("Handler", (SlowHandler,), {"hits": {}, "lock": threading.Lock()})
+    with serving(handler) as url:
+        yield url, handler

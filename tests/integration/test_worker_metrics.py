@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import anyio
@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.queue import JobQueue
 from tests.emf import parse
 from tests.faults.jobs import wait_finished
-from tests.integration.procs import WorkerProcess
+from tests.integration.procs import WorkerProcess, reply, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -36,12 +36,7 @@ class Answers(BaseHTTPRequestHandler):
         with self.lock:
             seen = self.hits[self.path] = self.hits.get(self.path, 0) + 1
         status = {"/ok": 200, "/missing": 404}.get(self.path, 500 if seen == 1 else 200)
-        body = b"hello\n"
-        self.send_response(status)
-        self.send_header("content-type", "text/plain")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply(self, status, b"hello\n", "text/plain")
 
     def log_message(self, *args: object) -> None:
         return
@@ -50,14 +45,8 @@ class Answers(BaseHTTPRequestHandler):
 @contextmanager
 def answering_server() -> Iterator[tuple[str, type[Answers]]]:
     handler = type("Handler", (Answers,), {"hits": {}, "lock": threading.Lock()})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as url:
+        yield url, handler
 
 
 async def _wait_for(worker: WorkerProcess, text: str, timeout: float) -> None:
