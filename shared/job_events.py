@@ -31,12 +31,14 @@ _BATCH = 10  # PutEvents takes at most 10 entries
 
 def detail(job_id: str, name: str, owner: str, state: str, *, tries: int = 0,  # noqa: PLR0913
            error: dict[str, str] | None = None,
-           progress: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One event's detail (no input, no result)."""
+           progress: dict[str, Any] | None = None,
+           at: datetime | None = None) -> dict[str, Any]:
+    """One event's detail (no input, no result); ``time`` is when the change happened
+    (``at``, default now), which orders events that may arrive out of order."""
     if state not in STATES:
         raise ValueError(f"unknown job state {state!r}")
     body: dict[str, Any] = {"job_id": job_id, "name": name, "owner": owner, "state": state,
-                            "tries": tries, "time": datetime.now(UTC).isoformat()}
+                            "tries": tries, "time": (at or datetime.now(UTC)).isoformat()}
     if error:
         body["error"] = error
     if progress:

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from shared.aws import _client, events_client
@@ -106,9 +107,28 @@ def test_the_api_tells_when_a_job_is_queued_and_aborted(settings: Settings,
         assert api("DELETE", f"/jobs/{job_id}").status == 200
     finally:
         box.close()
-    states = [e["detail"]["state"] for e in read_events(events_file, 2)
-              if e["detail"]["job_id"] == job_id]
-    assert states == ["queued", "aborted"]
+    mine = [e["detail"] for e in read_events(events_file, 2) if e["detail"]["job_id"] == job_id]
+    assert [d["state"] for d in mine] == ["queued", "aborted"]
+
+
+@pytest.mark.anyio
+async def test_queued_is_timed_before_the_worker_can_start_the_job(
+        settings: Settings, events_file: Path, worker: Any) -> None:
+    from tests.test_api import Api, LambdaContainer
+
+    # GIVEN a running worker, so the job may start before the API publishes "queued"
+    box = LambdaContainer(settings)
+    try:
+        job_id = Api(box)("POST", "/jobs/send_welcome_email", body={}).json["id"]
+        # WHEN both events are in
+        got = [e["detail"] for e in await anyio.to_thread.run_sync(read_events, events_file, 3)
+               if e["detail"]["job_id"] == job_id]
+    finally:
+        box.close()
+    # THEN ordered by their time, "queued" comes first whatever order they arrived in
+    times = {d["state"]: d["time"] for d in got}
+    assert {"queued", "started"} <= times.keys(), got
+    assert times["queued"] < times["started"]
 
 
 def test_the_template_has_the_bus_and_lets_only_the_api_and_workers_put_on_it() -> None:

@@ -6,7 +6,7 @@ it; anyone else gets 404."""
 # request, and string annotations would be evaluated each time.
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
@@ -108,6 +108,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
     _check_schedule(delay_seconds, run_at, priority)
     unfinished = container.run(lambda q: q.admit(owner))
     priority = fair_priority(container.settings(), unfinished, priority)
+    queued_at = datetime.now(UTC)  # before the enqueue: a worker may start the job at once
     job = container.run(
         lambda q: q.enqueue(
             name,
@@ -124,7 +125,7 @@ def create_job(  # noqa: PLR0913, RUF100 - each argument is one documented HTTP 
     )
     if job.created:
         count("JobsEnqueued", job=name, source="api")
-        _event(job.id, name, owner, "queued")
+        _publish(detail(job.id, name, owner, "queued", at=queued_at))
     logger.info("job enqueued", extra={"job_id": job.id, "job": name, "new_job": job.created})
     return _accepted(job)
 
@@ -195,7 +196,7 @@ def read_job(
 def abort_job(job_id: JobId, owner: Caller) -> JobPublic:
     view = container.run(lambda q: q.abort(job_id, owner))
     if view.status == "aborted":
-        _event(job_id, view.name, owner, "aborted", tries=view.tries)
+        _publish(detail(job_id, view.name, owner, "aborted", tries=view.tries))
     logger.info("job abort requested", extra={"job_id": job_id, "status": view.status})
     return _public(view)
 
@@ -224,10 +225,10 @@ def _accepted(job: EnqueuedJob) -> JobAccepted:
     return JobAccepted(id=job.id, name=job.name, status=job.status, links=_links(job.id))
 
 
-def _event(job_id: str, name: str, owner: str, state: str, tries: int = 0) -> None:
+def _publish(event: dict[str, Any]) -> None:
     sink = container.current().events
     if sink is not None:
-        publish_now(sink, detail(job_id, name, owner, state, tries=tries))
+        publish_now(sink, event)
 
 
 def _step(name: str, view: JobView) -> StepPublic:

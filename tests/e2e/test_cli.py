@@ -91,7 +91,10 @@ def test_enqueue_wait_shows_progress_then_download_saves_the_files(
     assert table.stdout.splitlines()[0].split()[:3] == ["ID", "NAME", "STATUS"]
     # AND `offload events` shows its state changes, as EventBridge would receive them
     events = cli(stack, "events", "--job", job_id, "--no-follow", "--json")
-    states = [json.loads(line)["detail"]["state"] for line in events.stdout.splitlines()]
+    # (API and worker publish apart, so lines may arrive out of order: "time" orders them)
+    details = sorted((json.loads(line)["detail"] for line in events.stdout.splitlines()),
+                     key=lambda d: d["time"])
+    states = [d["state"] for d in details]
     assert states[0] == "queued" and states[1] == "started" and states[-1] == "succeeded"
     assert "progress" in states
 
