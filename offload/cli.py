@@ -20,10 +20,33 @@ AddParser = Callable[..., argparse.ArgumentParser]
 Register = Callable[[AddParser], None]
 
 
+MAX_TEST_PROCESSES = 4
+
+
+def pytest_command(args: Sequence[str], cpus: int | None, *, have_xdist: bool) -> list[str]:
+    """pytest's arguments: the whole suite runs on up to ``MAX_TEST_PROCESSES`` processes
+    (pytest-xdist); naming tests, choosing ``-n`` or ``-p no:xdist``, or ``--pdb`` runs
+    exactly as asked. (Not ``--dist loadfile``: it runs one of schemathesis' tests that
+    share a node id, and drops the rest.)"""
+    import os
+
+    named = any(not a.startswith("-") and os.path.exists(a.split("::")[0]) for a in args)
+    chosen = any(a in {"-n", "--numprocesses", "no:xdist", "--pdb"}
+                 or a.startswith(("-n", "--numprocesses=")) for a in args)
+    workers = min(MAX_TEST_PROCESSES, cpus or 1)
+    if named or chosen or not have_xdist or workers < 2:
+        return list(args)
+    return ["-n", str(workers), *args]
+
+
 def _test(args: argparse.Namespace) -> int:
+    import importlib.util
+    import os
     import subprocess
 
-    return subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args])
+    have_xdist = importlib.util.find_spec("xdist") is not None
+    pytest_args = pytest_command(args.pytest_args, os.cpu_count(), have_xdist=have_xdist)
+    return subprocess.call([sys.executable, "-m", "pytest", *pytest_args])
 
 
 def _is_absent(exc: ModuleNotFoundError, module: str) -> bool:
@@ -80,9 +103,11 @@ def _parser_and_commands() -> tuple[argparse.ArgumentParser, dict[str, argparse.
         return sub.add_parser(name, **kwargs)
 
     p = add_parser("test", help="run the test suite (arguments go to pytest)",
-                   description="Run the test suite; every argument goes to pytest.",
+                   description="Run the test suite; every argument goes to pytest. The "
+                               "whole suite runs on up to 4 processes (pytest-xdist); "
+                               "named tests, or -n 0, run in this one.",
                    epilog="examples:\n  offload test -q -x tests/test_cli.py\n"
-                          "  offload test -k readme")
+                          "  offload test -k readme\n  offload test -n 0")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_test)
     for register in registered():

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from offload.cli import COMMAND_GROUP, build_parser, command_names, main, registered
+from offload.cli import (
+    COMMAND_GROUP,
+    build_parser,
+    command_names,
+    main,
+    pytest_command,
+    registered,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +91,28 @@ def test_test_command_passes_every_argument_to_pytest() -> None:
     # THEN the options pytest must see are not taken by offload
     assert args.command == "test"
     assert [*extra, *args.pytest_args] == ["-q", "-k", "x", "tests/a.py"]
+
+
+@pytest.mark.parametrize(("args", "cpus", "expected"), [
+    # the whole suite: one process per core, at most four
+    (["-q"], 2, ["-n", "2", "-q"]),
+    (["-q", "-k", "readme"], 16, ["-n", "4", "-q", "-k", "readme"]),
+    # named tests, an explicit choice, a debugger or a single core: exactly as asked
+    (["-q", "tests/test_cli.py::test_the_module_runs_as_a_script"], 8,
+     ["-q", "tests/test_cli.py::test_the_module_runs_as_a_script"]),
+    (["-n", "0"], 8, ["-n", "0"]),
+    (["-n3"], 8, ["-n3"]),
+    (["-p", "no:xdist"], 8, ["-p", "no:xdist"]),
+    (["--pdb"], 8, ["--pdb"]),
+    (["-q"], 1, ["-q"]),
+])
+def test_the_whole_suite_runs_in_parallel_and_named_tests_as_asked(
+        args: list[str], cpus: int, expected: list[str]) -> None:
+    assert pytest_command(args, cpus, have_xdist=True) == expected
+
+
+def test_without_xdist_the_suite_runs_in_one_process() -> None:
+    assert pytest_command(["-q"], 8, have_xdist=False) == ["-q"]
 
 
 def test_worker_health_without_workers_is_unhealthy(
