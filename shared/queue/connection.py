@@ -51,6 +51,11 @@ def client_streaq(settings: Settings) -> Worker[Any]:
     )
 
 
+def _collect(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: no "Task exception was never retrieved"
+
+
 class Connection:
     """Holds a client ``Worker``'s context open in a task of its own, so the connection
     pool lives on after the call that connected (warm Lambda invocations)."""
@@ -61,14 +66,20 @@ class Connection:
         self._holder: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._stop: asyncio.Event | None = None
+        self._entered = False  # whether self.streaq has been entered (it is not re-entered)
 
     async def connect(self) -> None:
         """Connect (idempotent). Concurrent callers share one connection attempt and all
         wait until it is ready."""
         if self._holder is None or self._holder.done():
+            if self._entered:  # a client's pool is entered once: reconnect with a fresh one
+                self.streaq = client_streaq(self.settings)
+            self._entered = True
             self._ready = asyncio.get_running_loop().create_future()
             self._stop = asyncio.Event()
-            self._holder = asyncio.create_task(self._hold(self._ready, self._stop))
+            self._holder = asyncio.create_task(self._hold(self.streaq, self._ready, self._stop))
+            # Its callers get its error through ``ready``; the task's own copy is collected.
+            self._holder.add_done_callback(_collect)
         holder, ready = self._holder, self._ready
         assert ready is not None
         try:
@@ -82,9 +93,10 @@ class Connection:
                     await holder  # collect its (same) exception: no "never retrieved" warning
             raise QueueUnavailable(f"cannot connect to Redis: {exc}") from exc
 
-    async def _hold(self, ready: asyncio.Future[None], stop: asyncio.Event) -> None:
+    async def _hold(self, streaq: Worker[Any], ready: asyncio.Future[None],
+                    stop: asyncio.Event) -> None:
         try:
-            async with self.streaq:
+            async with streaq:
                 ready.set_result(None)
                 await stop.wait()
         except BaseException as exc:
@@ -102,7 +114,7 @@ class Connection:
         from now on connect a fresh client; the old one closes meanwhile."""
         streaq = client_streaq(self.settings)
         release = self._release()
-        self.streaq = streaq
+        self.streaq, self._entered = streaq, False
         await release
 
     def _release(self) -> Awaitable[None]:
