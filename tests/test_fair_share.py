@@ -4,6 +4,7 @@ start without waiting behind it, and waiting for a slot is not a try."""
 from __future__ import annotations
 
 import time
+from asyncio import gather
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,12 +12,15 @@ from typing import Any
 
 import anyio
 import pytest
+from coredis.exceptions import ResponseError
 from streaq import Worker
 
 from shared.config import Settings
 from shared.jobs import CONTEXT_KWARG
 from shared.queue.connection import client_streaq
+from shared.queue.keys import Keys
 from worker.app import build_worker
+from worker.fair_share import FairShare
 from worker.retry_policy import current_job
 
 pytestmark = pytest.mark.anyio
@@ -129,3 +133,36 @@ async def test_a_demoted_flood_starts_after_another_owners_jobs(
     assert all(r.success for r in results)
     b_at = probe.starts.index("tenant-b")
     assert b_at == (2 if demoted else 6), probe.starts
+
+
+async def test_concurrent_acquires_grant_exactly_the_limit(settings: Settings) -> None:
+    # GIVEN a limit of 2 and seven jobs of one owner starting at once
+    async with client_streaq(settings) as client:
+        fair = FairShare(client, Keys(settings.queue_name), per_owner=2)
+        got = await gather(*(fair.acquire("tenant-a", "fair_probe", f"j{i}", 30)
+                             for i in range(7)),
+                           fair.acquire("tenant-b", "fair_probe", "b0", 30))
+        # THEN two of A's and B's one are granted; a job that holds a slot keeps it
+        assert sum(got[:7]) == 2 and got[7] is True
+        holder = f"j{got.index(True)}"
+        assert await fair.acquire("tenant-a", "fair_probe", holder, 30) is True
+        # AND a released slot goes to the next job that asks
+        await fair.release("tenant-a", "fair_probe", holder)
+        assert await fair.acquire("tenant-a", "fair_probe", "j-late", 30) is True
+
+
+async def test_acquire_survives_an_emptied_script_cache_and_isolates_a_bad_key(
+        settings: Settings) -> None:
+    async with client_streaq(settings) as client:
+        fair = FairShare(client, Keys(settings.queue_name), per_owner=1)
+        assert await fair.acquire("tenant-a", "fair_probe", "a0", 30) is True
+        # WHEN the script cache is flushed (as after a failover to a new primary)
+        await client.redis.script_flush()
+        # AND another owner's slots key holds the wrong type, in the same batch
+        await client.redis.set(f"{Keys(settings.queue_name).prefix}running:tenant-x", "junk")
+        got = await gather(fair.acquire("tenant-b", "fair_probe", "b0", 30),
+                           fair.acquire("tenant-x", "fair_probe", "x0", 30),
+                           return_exceptions=True)
+    # THEN the script is loaded again and B is granted; X's acquire fails with its own error
+    assert got[0] is True
+    assert isinstance(got[1], ResponseError) and "wrong kind of value" in str(got[1])
