@@ -572,6 +572,8 @@ AWS_METRICS = {
                               {"ClusterName", "ServiceName"}),
     "AWS/SES": ({"Reputation.BounceRate", "Reputation.ComplaintRate"}, set()),
     "AWS/SQS": ({"ApproximateNumberOfMessagesVisible"}, {"QueueName"}),
+    "AWS/NATGateway": ({"ErrorPortAllocation", "PacketsDropCount", "PacketsInFromSource",
+                        "PacketsInFromDestination"}, {"NatGatewayId"}),
 }
 
 
@@ -661,6 +663,35 @@ def test_cache_alarms_read_both_nodes_for_memory_and_engine_cpu() -> None:
         (shown,) = [q for q in alarm["Metrics"] if q["ReturnData"]]
         assert shown["Expression"] == "MAX([node1, node2])"
         assert alarm["Threshold"] == threshold
+
+
+def test_nat_alarms_exist_only_with_the_stack_s_nat_gateway_and_read_it(
+        cfn: dict[str, Any]) -> None:
+    alarms = load("infra/alarms.yaml")
+    # The network stack names its NAT gateway ("" in endpoints mode); the alarms follow it.
+    network = load("infra/network.yaml")
+    assert network["Outputs"]["NatGatewayId"]["Value"] == {
+        "Fn::If": ["MakeNat", {"Ref": "NatGateway"}, ""]}
+    params = cfn["Resources"]["AlarmsStack"]["Properties"]["Parameters"]
+    assert params["NatGatewayId"] == {"Fn::GetAtt": ["NetworkStack", "Outputs.NatGatewayId"]}
+    assert alarms["Conditions"]["HasNat"] == {"Fn::Not": [{"Fn::Equals": [
+        {"Ref": "NatGatewayId"}, ""]}]}
+    ports = alarms["Resources"]["NatPortAllocationErrors"]
+    drops = alarms["Resources"]["NatPacketsDropped"]
+    for alarm in (ports, drops):
+        assert alarm["Condition"] == "HasNat"
+        props = alarm["Properties"]
+        # AWS's recommended alarms: 15 breaching one-minute points out of 15
+        assert (props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (15, 15)
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        for namespace, _, dims in alarm_metrics(props):
+            assert namespace == "AWS/NATGateway"
+            assert dims == {"NatGatewayId": {"Ref": "NatGatewayId"}}
+    assert (ports["Properties"]["MetricName"], ports["Properties"]["Threshold"]) == (
+        "ErrorPortAllocation", 0)
+    (shown,) = [q for q in drops["Properties"]["Metrics"] if q["ReturnData"]]
+    assert shown["Expression"] == "100 * drops / (fromsource + fromdestination)"
+    assert drops["Properties"]["Threshold"] == 0.01  # per cent of packets
 
 
 def test_ses_reputation_alarms_warn_before_aws_reviews_the_account() -> None:
