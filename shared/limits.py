@@ -25,7 +25,9 @@ from shared.errors import ApiError
 from shared.jobs import RESERVED_OWNERS
 from shared.queue.keys import Keys, now_ms
 
-# One round trip: refill and spend the bucket, then count unfinished jobs.
+# One round trip: refill and spend the bucket, then count unfinished jobs. Both keys are
+# this project's own, under ``Keys.prefix`` (the bucket and the unfinished-jobs set), none
+# of Streaq's.
 # Returns {verdict, remaining, retry_after_ms, unfinished}: 0 admitted, 1 over the rate,
 # 2 too many jobs; the owner's unfinished jobs are counted when ARGV[5] asks for them.
 _ADMIT = """

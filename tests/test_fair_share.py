@@ -158,7 +158,7 @@ async def test_acquire_survives_an_emptied_script_cache_and_isolates_a_bad_key(
         assert await fair.acquire("tenant-a", "fair_probe", "a0", 30) is True
         # WHEN the script cache is flushed (as after a failover to a new primary)
         await client.redis.script_flush()
-        # AND another owner's slots key holds the wrong type, in the same batch
+        # AND another owner's slots key holds the wrong type, asked at the same time
         await client.redis.set(f"{Keys(settings.queue_name).prefix}running:tenant-x", "junk")
         got = await gather(fair.acquire("tenant-b", "fair_probe", "b0", 30),
                            fair.acquire("tenant-x", "fair_probe", "x0", 30),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from typing import Any, TypeVar
 
 from streaq import StreaqError, Worker
@@ -51,9 +50,9 @@ def client_streaq(settings: Settings) -> Worker[Any]:
     )
 
 
-def _collect(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: no "Task exception was never retrieved"
+def _collect(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 class Connection:
@@ -78,8 +77,9 @@ class Connection:
             self._ready = asyncio.get_running_loop().create_future()
             self._stop = asyncio.Event()
             self._holder = asyncio.create_task(self._hold(self.streaq, self._ready, self._stop))
-            # Its callers get its error through ``ready``; the task's own copy is collected.
+            # Callers see the error through ``ready`` (if any still wait); both are collected.
             self._holder.add_done_callback(_collect)
+            self._ready.add_done_callback(_collect)
         holder, ready = self._holder, self._ready
         assert ready is not None
         try:
@@ -88,9 +88,7 @@ class Connection:
             raise
         except BaseException as exc:
             if self._holder is holder:
-                self._holder = None
-                with suppress(BaseException):
-                    await holder  # collect its (same) exception: no "never retrieved" warning
+                self._holder = None  # the next call connects again
             raise QueueUnavailable(f"cannot connect to Redis: {exc}") from exc
 
     async def _hold(self, streaq: Worker[Any], ready: asyncio.Future[None],
