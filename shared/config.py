@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # priority, so a flood waits behind other owners' work instead of in front of it
     # (counted by the enqueue quota's own read, shared/limits.py); 0: never.
     fair_share_demote_after: int = Field(default=32, ge=0)
+    # A worker keeps a freed fair-share slot this long for the owner's next job, which then
+    # starts without a round trip (worker/fair_share.py); 0: give it back at once.
+    fair_share_hold_seconds: float = Field(default=1.0, ge=0, le=60)
     # Job events (shared/job_events.py): an EventBridge bus name, or a JSON-lines file (the
     # dev stack); neither: off.
     job_events_bus: str = ""

@@ -24,13 +24,14 @@ from shared.config import Settings
 from shared.errors import ApiError
 from shared.jobs import RESERVED_OWNERS
 from shared.queue.keys import Keys, now_ms
+from shared.queue.scripts import LuaScript
 
 # One round trip: refill and spend the bucket, then count unfinished jobs. Both keys are
 # this project's own, under ``Keys.prefix`` (the bucket and the unfinished-jobs set), none
 # of Streaq's.
 # Returns {verdict, remaining, retry_after_ms, unfinished}: 0 admitted, 1 over the rate,
 # 2 too many jobs; the owner's unfinished jobs are counted when ARGV[5] asks for them.
-_ADMIT = """
+_ADMIT = LuaScript("""
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -64,10 +65,10 @@ if rate > 0 then
   redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 end
 return {0, math.floor(tokens), 0, open}
-"""
+""")
 
 # Take a long-poll lease unless the owner holds ``max`` live ones: {taken, held}.
-_LEASE = """
+_LEASE = LuaScript("""
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1])
@@ -75,7 +76,7 @@ if held >= tonumber(ARGV[2]) then return {0, held} end
 redis.call('ZADD', KEYS[1], tonumber(ARGV[3]), ARGV[4])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) - now + 1000)
 return {1, held + 1}
-"""
+""")
 
 
 class RateLimited(ApiError):
@@ -124,10 +125,6 @@ class Limits:
     keys: Keys
     settings: Settings
 
-    def __post_init__(self) -> None:
-        self._admit = self.redis.register_script(_ADMIT)
-        self._lease = self.redis.register_script(_LEASE)
-
     def _enqueue_policy(self) -> str:
         s = self.settings
         window = max(1, math.ceil(s.limit_enqueue_burst / s.limit_enqueue_per_second)) \
@@ -143,10 +140,10 @@ class Limits:
         if not limited(owner) or (s.limit_enqueue_per_second <= 0
                                   and s.limit_unfinished_jobs <= 0 and not demoting):
             return 0
-        verdict, remaining, wait_ms, unfinished = await self._admit(
-            keys=[_bucket_key(self.keys, owner), self.keys.unfinished(owner)],
-            args=[s.limit_enqueue_per_second, s.limit_enqueue_burst, now_ms(),
-                  s.limit_unfinished_jobs, int(demoting)])
+        verdict, remaining, wait_ms, unfinished = await _ADMIT(
+            self.redis, [_bucket_key(self.keys, owner), self.keys.unfinished(owner)],
+            [s.limit_enqueue_per_second, s.limit_enqueue_burst, now_ms(),
+             s.limit_unfinished_jobs, int(demoting)])
         retry_after = max(1, math.ceil(int(wait_ms) / 1000))
         if int(verdict) == 1:
             raise RateLimited(
@@ -168,9 +165,9 @@ class Limits:
             return None
         lease = uuid.uuid4().hex
         now = now_ms()
-        taken, _held = await self._lease(
-            keys=[_leases_key(self.keys, owner)],
-            args=[now, maximum, now + round(seconds * 1000) + 1000, lease])
+        taken, _held = await _LEASE(
+            self.redis, [_leases_key(self.keys, owner)],
+            [now, maximum, now + round(seconds * 1000) + 1000, lease])
         if not int(taken):
             raise RateLimited(
                 f"too many long-polls at once: at most {maximum} ?wait= requests; retry "

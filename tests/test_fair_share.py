@@ -139,30 +139,88 @@ async def test_concurrent_acquires_grant_exactly_the_limit(settings: Settings) -
     # GIVEN a limit of 2 and seven jobs of one owner starting at once
     async with client_streaq(settings) as client:
         fair = FairShare(client, Keys(settings.queue_name), per_owner=2)
-        got = await gather(*(fair.acquire("tenant-a", "fair_probe", f"j{i}", 30)
-                             for i in range(7)),
-                           fair.acquire("tenant-b", "fair_probe", "b0", 30))
-        # THEN two of A's and B's one are granted; a job that holds a slot keeps it
-        assert sum(got[:7]) == 2 and got[7] is True
-        holder = f"j{got.index(True)}"
-        assert await fair.acquire("tenant-a", "fair_probe", holder, 30) is True
-        # AND a released slot goes to the next job that asks
-        await fair.release("tenant-a", "fair_probe", holder)
-        assert await fair.acquire("tenant-a", "fair_probe", "j-late", 30) is True
+        got = await gather(*(fair.acquire("tenant-a", "fair_probe", 30) for _ in range(7)),
+                           fair.acquire("tenant-b", "fair_probe", 30))
+        # THEN two of A's and B's one are granted
+        granted = [slot for slot in got[:7] if slot is not None]
+        assert len(granted) == 2 and got[7] is not None
+        # AND a freed slot goes to the next job that asks, the same slot, with no new one
+        fair.release(granted[0])
+        again = await fair.acquire("tenant-a", "fair_probe", 30)
+        assert again == granted[0]
+        assert await fair.acquire("tenant-a", "fair_probe", 30) is None
+        await fair.close()
+
+
+async def test_a_held_slot_is_the_owner_s_until_given_back(settings: Settings) -> None:
+    keys = Keys(settings.queue_name)
+    slots = f"{keys.prefix}running:tenant-a"
+    async with client_streaq(settings) as client:
+        here = FairShare(client, keys, per_owner=1, hold_seconds=0.2)
+        there = FairShare(client, keys, per_owner=1)  # another worker
+        slot = await here.acquire("tenant-a", "fair_probe", 30)
+        assert slot is not None
+        # WHEN its job ends, the slot stays with this worker: still counted in Redis, so
+        # another worker cannot exceed the limit, and this worker's next job reuses it
+        here.release(slot)
+        assert await client.redis.zcard(slots) == 1
+        assert await there.acquire("tenant-a", "fair_probe", 30) is None
+        # AND a job that needs a longer lease than the slot has renews it in Redis
+        longer = await here.acquire("tenant-a", "fair_probe", 3600)
+        assert longer is not None and longer.id == slot.id
+        assert longer.lease_until_ms > slot.lease_until_ms
+        assert await client.redis.zscore(slots, slot.id) == longer.lease_until_ms
+        here.release(longer)
+        # THEN unused for its hold time, it goes back to Redis and the other worker gets it
+        with anyio.fail_after(10):
+            while await client.redis.zcard(slots):
+                await anyio.sleep(0.05)
+        taken = await there.acquire("tenant-a", "fair_probe", 30)
+        assert taken is not None and taken.id != slot.id
+        await there.close()
 
 
 async def test_acquire_survives_an_emptied_script_cache_and_isolates_a_bad_key(
         settings: Settings) -> None:
     async with client_streaq(settings) as client:
         fair = FairShare(client, Keys(settings.queue_name), per_owner=1)
-        assert await fair.acquire("tenant-a", "fair_probe", "a0", 30) is True
+        assert await fair.acquire("tenant-a", "fair_probe", 30) is not None
         # WHEN the script cache is flushed (as after a failover to a new primary)
         await client.redis.script_flush()
         # AND another owner's slots key holds the wrong type, asked at the same time
         await client.redis.set(f"{Keys(settings.queue_name).prefix}running:tenant-x", "junk")
-        got = await gather(fair.acquire("tenant-b", "fair_probe", "b0", 30),
-                           fair.acquire("tenant-x", "fair_probe", "x0", 30),
+        got = await gather(fair.acquire("tenant-b", "fair_probe", 30),
+                           fair.acquire("tenant-x", "fair_probe", 30),
                            return_exceptions=True)
     # THEN the script is loaded again and B is granted; X's acquire fails with its own error
-    assert got[0] is True
+    assert got[0] is not None and not isinstance(got[0], BaseException)
     assert isinstance(got[1], ResponseError) and "wrong kind of value" in str(got[1])
+
+
+@pytest.mark.parametrize("limit", [1, 0])
+async def test_a_finished_job_frees_its_unfinished_place_and_a_stop_its_slot(
+        settings: Settings, mongo: Any, limit: int) -> None:
+    worker = build_worker(settings.model_copy(update={"owner_concurrency": limit}),
+                          concurrency=2)
+    Probe(worker, seconds=0.01)
+    keys = Keys(settings.queue_name)
+    slots = f"{keys.prefix}running:tenant-a"
+    async with client_streaq(settings) as client:
+        task = client.enqueue_unsafe("fair_probe", "a0", **{CONTEXT_KWARG: {"owner": "tenant-a"}})
+        # GIVEN the job counts among the owner's unfinished ones (as the API's enqueue does)
+        await client.redis.zadd(keys.unfinished("tenant-a"), {task.id: 2**40})
+        await client.redis.zadd(keys.unfinished("tenant-a"), {"other-job": 2**40})
+        await task.start()
+        # WHEN a worker runs it and stops on its own (burst: when nothing is left, as on
+        # SIGTERM once its jobs are done)
+        worker.handle_signals, worker.burst = False, True
+        with anyio.fail_after(60):
+            await worker.run_async()
+        result = await task.result(timeout=5)
+        left = await client.redis.zrange(keys.unfinished("tenant-a"), 0, -1)
+        held = await client.redis.zcard(slots)
+    # THEN it ran, and no longer counts among the owner's unfinished jobs (others keep
+    # their places); the slot it held for the owner's next job went back at the stop
+    assert result.success, result
+    assert list(left) == ["other-job"]
+    assert held == 0

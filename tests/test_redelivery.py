@@ -18,6 +18,7 @@ from streaq import Worker
 from streaq.constants import REDIS_GROUP
 
 from shared.config import Settings
+from shared.jobs import CONTEXT_KWARG
 from shared.queue import make_streaq
 from worker.redelivery import set_prefetch
 from worker.redis_watchdog import read_timeout, redis_options
@@ -40,7 +41,9 @@ def test_prefetch_is_counted_beyond_the_free_slots(prefetch: int | None,
 
 @pytest.fixture
 def quick_idle(settings: Settings) -> Settings:
-    return settings.model_copy(update={"worker_idle_timeout_seconds": IDLE_TIMEOUT})
+    # One running job per owner: a second copy of a running job must not need a slot.
+    return settings.model_copy(update={"worker_idle_timeout_seconds": IDLE_TIMEOUT,
+                                       "owner_concurrency": 1})
 
 
 @pytest.fixture
@@ -74,8 +77,8 @@ async def test_a_second_copy_of_a_running_message_waits_for_the_first_one_s_outc
     caplog.set_level(logging.INFO, logger="offload.worker")
     client = make_streaq(quick_idle)
     async with client:
-        # GIVEN a job running in the worker
-        task = client.enqueue_unsafe("slow_count")
+        # GIVEN a job running in the worker, its owner's only one allowed
+        task = client.enqueue_unsafe("slow_count", **{CONTEXT_KWARG: {"owner": "tenant-a"}})
         await task
         stream = client.stream_key + client.priorities[-1]
         with anyio.fail_after(10):

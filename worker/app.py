@@ -85,8 +85,12 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
             try:
                 yield ctx
             finally:  # however the worker stops (even cancelled), what it measured is written
-                if metrics is not None:
-                    with anyio.CancelScope(shield=True):
+                # and the fair-share slots it holds go back (else they lapse with their lease)
+                with anyio.CancelScope(shield=True):
+                    if fair is not None:
+                        with anyio.move_on_after(settings.redis_socket_timeout_seconds):
+                            await fair.close()
+                    if metrics is not None:
                         await anyio.to_thread.run_sync(metrics.close)
         # Reached when the worker stopped on its own (SIGTERM, end of a burst), not when
         # it is torn down after losing Redis: hand on what it fetched and did not start.
@@ -107,6 +111,8 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
     )
     set_prefetch(worker, settings.worker_prefetch)
     holder["worker"] = worker
+    fair = FairShare(worker, Keys(settings.queue_name), settings.owner_concurrency,
+                     settings.fair_share_hold_seconds) if settings.owner_concurrency else None
     implementations = load_task_modules()
     missing = {n for n, s in CATALOGUE.items() if not s.is_pipeline} - implementations.keys()
     if missing:
@@ -119,8 +125,7 @@ def build_worker(settings: Settings, *, worker_id: str | None = None,
         settings.result_retention_seconds,
         settings.dead_letter_retention_seconds,
         settings.result_max_bytes,
-        FairShare(worker, Keys(settings.queue_name), settings.owner_concurrency)
-        if settings.owner_concurrency else None,
+        fair,
         _emitter(settings),
         metrics,
     )

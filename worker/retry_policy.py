@@ -215,8 +215,11 @@ class RetryPolicy:
         fair = self.fair
         deferred = await fair.deferrals(task.task_id) if fair and task.tries > 1 else 0
         lease = (rules.timeout_seconds or DEFAULT_LEASE_SECONDS) + STREAQ_GRACE_SECONDS
-        if fair is not None and not await fair.acquire(owner, rules.name, task.task_id, lease):
-            raise await fair.defer(task.task_id, deferred)
+        slot = None
+        if fair is not None and task.task_id not in self.running.jobs:  # a 2nd copy: no slot
+            slot = await fair.acquire(owner, rules.name, lease)
+            if slot is None:
+                raise await fair.defer(task.task_id, deferred)
         call = Call(task, rules, context, args, kwargs, tries=task.tries - deferred)
         done = False
         try:
@@ -228,18 +231,10 @@ class RetryPolicy:
         except CopyCancelled as exc:  # the copy that ran was cancelled: run it again
             raise StreaqRetry(str(exc), delay=timedelta(seconds=backoff_seconds(1))) from exc
         finally:
-            # One round trip: free the fair-share slot and, once done, the owner's quota.
-            await self._release(owner, rules.name, task.task_id, done)
-
-    async def _release(self, owner: str, name: str, job_id: str, done: bool) -> None:
-        slots = self.fair.slots_key(owner, name) if self.fair is not None else None
-        quota = self._keys.unfinished(owner) if done and limited(owner) else None
-        if slots is None and quota is None:
-            return
-        async with self._worker.redis.pipeline(transaction=False) as pipe:
-            for key in (slots, quota):
-                if key is not None:
-                    pipe.zrem(key, [job_id])
+            if fair is not None and slot is not None:
+                fair.release(slot)
+            if done and limited(owner):  # the job no longer counts among the owner's
+                await self._worker.redis.zrem(self._keys.unfinished(owner), [task.task_id])
 
     async def _first_copy(self, fn: AsyncFn, call: Call, run: JobRun) -> Any:
         task, rules = call.task, call.rules
