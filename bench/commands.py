@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "bomb": "bench.bomb",
     "worker_throughput": "bench.worker_throughput",
     "fairness": "bench.fairness",
+    "redis_calls": "bench.redis_calls",
     "enqueue": "bench.enqueue",
     "cold_start": "bench.cold_start",
     "end_to_end": "bench.end_to_end",
