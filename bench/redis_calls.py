@@ -20,7 +20,6 @@ from bench.report import BenchConfig, BenchResult, Goal
 from bench.stats import median, ratio, rotations
 from infra.local.private_redis import RedisServer
 from shared.queue.keys import Keys
-from shared.queue.scripts import LuaScript
 from worker.fair_share import ACQUIRE_SCRIPT, FairShare
 
 IN_FLIGHT = 16
@@ -31,7 +30,6 @@ Call = Callable[[int], Awaitable[Any]]
 
 def _candidates(redis: Any) -> dict[str, Call]:
     script = redis.register_script(ACQUIRE_SCRIPT.text)
-    lua: LuaScript = ACQUIRE_SCRIPT
 
     def slot_args(i: int) -> tuple[list[str], list[Any]]:
         return [f"bench:running:{i % OWNERS}"], [i, 1_000_000, f"j{i}", i + 10**9]
@@ -42,7 +40,7 @@ def _candidates(redis: Any) -> dict[str, Call]:
 
     async def slot_evalsha(i: int) -> Any:
         keys, args = slot_args(i)
-        return await lua(redis, keys, args)
+        return await ACQUIRE_SCRIPT(redis, keys, args)
 
     fair = FairShare(SimpleNamespace(redis=redis), Keys("bench"), per_owner=IN_FLIGHT)
 

@@ -34,7 +34,7 @@ from shared.queue.scripts import LuaScript
 log = logging.getLogger("offload.worker")
 
 # Take (or renew) a slot unless the owner holds ``limit`` live ones: ARGV[3] is the slot's
-# id, ARGV[4] when its lease lapses.
+# id, ARGV[4] when its lease lapses. KEYS[1] is our own sorted set, none of Streaq's.
 ACQUIRE_SCRIPT = LuaScript("""
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
